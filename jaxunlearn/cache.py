@@ -1,0 +1,139 @@
+"""On-disk cache of variables keyed by a manifest hash; atomic and checksummed.
+
+Files are Flax msgpack (no pickle) with a JSON sidecar holding the manifest and
+the SHA-256 of the payload. A file whose checksum, format or manifest does not
+match is treated as absent and rebuilt, never silently used.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import serialization
+
+
+def manifest_hash(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 of a JSON-serialisable manifest (key order does not matter)."""
+    blob = json.dumps(manifest, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that can change a trained model."""
+    import flax
+    import optax
+
+    import jaxunlearn
+
+    return {
+        "jaxunlearn": jaxunlearn.__version__,
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temporary file and ``os.replace``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    """JSON version of :func:`atomic_write_bytes` (sorted keys, indented)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray | jax.Array):
+        return np.asarray(o).tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+def _paths(cache_dir: str, key: str) -> tuple[str, str]:
+    return (
+        os.path.join(cache_dir, f"{key}.msgpack"),
+        os.path.join(cache_dir, f"{key}.json"),
+    )
+
+
+def save(cache_dir: str, manifest: Mapping[str, Any], variables: Any) -> str:
+    """Saves ``variables`` under the hash of ``manifest``; returns the hash."""
+    key = manifest_hash(manifest)
+    blob_path, meta_path = _paths(cache_dir, key)
+    host = jax.tree.map(np.asarray, jax.device_get(variables))
+    blob = serialization.msgpack_serialize(_to_plain(host))
+    atomic_write_bytes(blob_path, blob)
+    meta = {
+        "manifest": manifest,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "bytes": len(blob),
+    }
+    atomic_write_json(meta_path, meta)
+    return key
+
+
+def _to_plain(tree):
+    if isinstance(tree, Mapping):
+        return {str(k): _to_plain(v) for k, v in tree.items()}
+    return tree
+
+
+def load(
+    cache_dir: str, manifest: Mapping[str, Any], like: Any | None = None
+) -> Any | None:
+    """Loads the variables cached for ``manifest``, or ``None`` when absent.
+
+    A corrupted or mismatching entry (bad checksum, unreadable payload, other
+    manifest, or a tree structure / shapes different from ``like``) is reported
+    with a warning, deleted, and ``None`` is returned so the caller rebuilds.
+    """
+    key = manifest_hash(manifest)
+    blob_path, meta_path = _paths(cache_dir, key)
+    if not (os.path.exists(blob_path) and os.path.exists(meta_path)):
+        return None
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        with open(blob_path, "rb") as f:
+            blob = f.read()
+        if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+            raise ValueError("checksum mismatch")
+        if manifest_hash(meta["manifest"]) != key:
+            raise ValueError("manifest mismatch")
+        tree = serialization.msgpack_restore(blob)
+        if like is not None:
+            want = jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), like)
+            got = jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), tree)
+            if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+                raise ValueError("tree structure or shapes differ from the model")
+    except Exception as e:  # noqa: BLE001 - any failure means "rebuild"
+        warnings.warn(
+            f"discarding corrupted cache entry {blob_path}: {e}", stacklevel=2
+        )
+        for p in (blob_path, meta_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        return None
+    return tree

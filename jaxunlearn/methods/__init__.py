@@ -1,0 +1,48 @@
+"""Unlearning methods: factories returning ``Method(init, step)``.
+
+Use the registry to build one by name::
+
+    from jaxunlearn import methods
+    methods.names()   # ('finetune', 'neggrad', 'neggrad_plus', 'random_label', ...)
+    m = methods.get("neggrad", apply_fn=apply_fn, learning_rate=1e-3)
+
+Adding a method: write a factory in its own module that returns
+:func:`gradient_method` (or a hand-written ``Method``), decorate it with
+``@register("name")`` and import the module here.
+"""
+
+from jaxunlearn.methods._base import (
+    DRIVERS,
+    Method,
+    UnlearnState,
+    default_tx,
+    freeze_except,
+    get,
+    gradient_method,
+    names,
+    register,
+)
+from jaxunlearn.methods._baselines import (
+    finetune,
+    neggrad,
+    neggrad_plus,
+    random_label,
+    retrain,
+)
+
+__all__ = [
+    "DRIVERS",
+    "Method",
+    "UnlearnState",
+    "default_tx",
+    "finetune",
+    "freeze_except",
+    "get",
+    "gradient_method",
+    "names",
+    "neggrad",
+    "neggrad_plus",
+    "random_label",
+    "register",
+    "retrain",
+]

@@ -1,0 +1,192 @@
+"""Functional helpers around flax.linen models.
+
+``init``/``forward``/``make_apply_fn`` turn a linen module into the pure
+``apply_fn(variables, x, *, train, key) -> (out, new_variables)`` the rest of
+the library calls; ``param_groups``/``group_mask`` select parameter groups (the
+top-level keys of ``variables["params"]``) so a method can train only some of
+them, e.g. with ``optax.masked`` or ``optax.multi_transform``. Nothing here is
+jitted; callers jit at the edge.
+"""
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+from jax.typing import ArrayLike
+
+from jaxunlearn.types import PyTree, Variables
+
+
+def init(model: nn.Module, key: jax.Array, example_input: ArrayLike) -> dict:
+    """Initialises ``model``'s variables.
+
+    Args:
+      model: a linen model following the ``jaxunlearn.models`` contract.
+      key: PRNG key for the ``"params"`` stream.
+      example_input: an input batch ``[N, H, W, C]`` (only its shape and dtype
+        matter; a ``jax.ShapeDtypeStruct`` works under ``jax.eval_shape``).
+
+    Returns:
+      A plain (unfrozen) dict of collections, always with ``"params"`` and,
+      for BatchNorm models, ``"batch_stats"``.
+    """
+    variables = model.init(key, example_input, train=False)
+    variables = dict(flax.core.unfreeze(variables))
+    variables.setdefault("params", {})
+    return variables
+
+
+def forward(
+    model: nn.Module,
+    variables: Variables,
+    x: ArrayLike,
+    *,
+    train: bool = False,
+    key: jax.Array | None = None,
+    return_features: bool = False,
+) -> tuple[Any, Variables]:
+    """Runs ``model`` on ``x``.
+
+    Args:
+      model: a linen model following the ``jaxunlearn.models`` contract.
+      variables: the model's variables (``{"params": ..., "batch_stats": ...}``).
+      x: input batch ``[N, H, W, C]``.
+      train: training mode: BatchNorm uses batch statistics and updates its
+        running averages, dropout is active.
+      key: PRNG key for the ``"dropout"`` stream; used only when ``train`` is
+        True. Models with active dropout need it in training mode.
+      return_features: return ``(logits, features)`` instead of logits.
+
+    Returns:
+      ``(out, new_variables)``: ``out`` is logits ``[N, num_classes]`` or
+      ``(logits, features)`` with features ``[N, D]``. When ``train`` is True
+      and ``variables`` has ``"batch_stats"``, ``new_variables`` equals
+      ``variables`` with updated ``"batch_stats"`` (same tree structure,
+      shapes and dtypes); otherwise it is ``variables`` itself.
+    """
+    rngs = {"dropout": key} if (train and key is not None) else None
+    if train and "batch_stats" in variables:
+        out, updates = model.apply(
+            variables,
+            x,
+            train=True,
+            return_features=return_features,
+            rngs=rngs,
+            mutable=["batch_stats"],
+        )
+        old_stats = variables["batch_stats"]
+        new_stats = updates.get("batch_stats", old_stats)
+        if isinstance(old_stats, flax.core.FrozenDict):
+            new_stats = flax.core.freeze(new_stats)
+        elif isinstance(new_stats, flax.core.FrozenDict):
+            new_stats = flax.core.unfreeze(new_stats)
+        if isinstance(variables, flax.core.FrozenDict):
+            new_variables = variables.copy({"batch_stats": new_stats})
+        else:
+            new_variables = {**variables, "batch_stats": new_stats}
+        return out, new_variables
+    out = model.apply(
+        variables, x, train=train, return_features=return_features, rngs=rngs
+    )
+    return out, variables
+
+
+@dataclasses.dataclass(frozen=True)
+class _BoundForward:
+    """``forward`` bound to a model; hashable, equal for equal models."""
+
+    model: nn.Module
+
+    def __call__(
+        self,
+        variables: Variables,
+        x: ArrayLike,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+        return_features: bool = False,
+    ) -> tuple[Any, Variables]:
+        return forward(
+            self.model,
+            variables,
+            x,
+            train=train,
+            key=key,
+            return_features=return_features,
+        )
+
+
+def make_apply_fn(model: nn.Module):
+    """Binds :func:`forward` to ``model``.
+
+    Args:
+      model: a linen model following the ``jaxunlearn.models`` contract.
+
+    Returns:
+      ``apply_fn(variables, x, *, train=False, key=None,
+      return_features=False) -> (out, new_variables)``, equal to
+      ``forward(model, ...)``. The returned callable is hashable and compares
+      equal for equal models, so it can be a static argument of ``jax.jit``.
+    """
+    return _BoundForward(model)
+
+
+def _check_params(params: Any) -> None:
+    if not isinstance(params, Mapping):
+        raise ValueError(
+            f"`params` must be a mapping of group name -> subtree, got "
+            f"{type(params).__name__}."
+        )
+
+
+def param_groups(params: PyTree) -> tuple[str, ...]:
+    """Names of the parameter groups of ``params``.
+
+    Args:
+      params: ``variables["params"]`` of a ``jaxunlearn.models`` model.
+
+    Returns:
+      The sorted top-level keys, e.g. ``("block1", "block2", "head")``.
+    """
+    _check_params(params)
+    return tuple(sorted(params.keys()))
+
+
+def group_mask(params: PyTree, trainable: str | Sequence[str]) -> PyTree:
+    """Boolean mask selecting the parameter groups named in ``trainable``.
+
+    Args:
+      params: ``variables["params"]`` of a ``jaxunlearn.models`` model.
+      trainable: a group name or a sequence of group names.
+
+    Returns:
+      A pytree with the structure of ``params`` whose leaves are True inside
+      the named groups and False elsewhere (usable as an ``optax.masked``
+      mask).
+
+    Raises:
+      ValueError: if a name in ``trainable`` is not a group of ``params``.
+    """
+    groups = param_groups(params)
+    if isinstance(trainable, str):
+        trainable = (trainable,)
+    elif not isinstance(trainable, Sequence) or not all(
+        isinstance(t, str) for t in trainable
+    ):
+        raise ValueError(
+            f"`trainable` must be a group name or a sequence of group names, "
+            f"got {trainable!r}."
+        )
+    unknown = [t for t in trainable if t not in groups]
+    if unknown:
+        raise ValueError(
+            f"`trainable` names unknown parameter groups {unknown}; available "
+            f"groups: {groups}."
+        )
+    selected = frozenset(trainable)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: path[0].key in selected, params
+    )

@@ -1,0 +1,138 @@
+"""Private building blocks shared by the model families.
+
+Holds the input and option checks, the BatchNorm/GroupNorm factory and the 2x2
+pooling helpers that skip pooling on spatial axes already of size 1 (so models
+built for 32x32 images also run on 8x8 digits).
+"""
+
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+GN_EPSILON = 1e-5
+NORMS = ("batch", "instance", "group")
+
+
+def check_num_classes(num_classes: Any) -> None:
+    """Raises ``ValueError`` unless ``num_classes`` is an int >= 2."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise ValueError(
+            f"`num_classes` must be an int >= 2, got {num_classes!r} "
+            f"of type {type(num_classes).__name__}."
+        )
+    if num_classes < 2:
+        raise ValueError(f"`num_classes` must be an int >= 2, got {num_classes}.")
+
+
+def check_positive_ints(name: str, values: Any, *, allow_empty: bool) -> tuple:
+    """Returns ``values`` as a tuple after checking it holds positive ints."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"`{name}` must be a sequence of ints, got {values!r}.")
+    values = tuple(values)
+    if not allow_empty and not values:
+        raise ValueError(f"`{name}` must not be empty.")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"`{name}` must hold positive ints, got {values!r}.")
+    return values
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raises ``ValueError`` unless ``value`` is a positive int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+
+
+def check_images(x: jax.Array) -> None:
+    """Raises ``ValueError`` unless ``x`` is a rank-4 ``[N, H, W, C]`` batch."""
+    if jnp.ndim(x) != 4:
+        raise ValueError(
+            f"`x` must be an image batch of shape [N, H, W, C], got shape "
+            f"{jnp.shape(x)}."
+        )
+
+
+def num_groups_for(channels: int, max_groups: int = 32) -> int:
+    """Largest divisor of ``channels`` that is at most ``max_groups``.
+
+    Equals ``min(max_groups, channels)`` whenever that divides ``channels``
+    (all power-of-two widths), so GroupNorm never fails on odd widths.
+    """
+    for g in range(min(max_groups, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def normalize(
+    x: jax.Array, kind: str, train: bool, name: str | None = None
+) -> jax.Array:
+    """Applies the normalisation layer ``kind`` to ``x`` (``[N, H, W, C]``).
+
+    Must be called inside a compact ``nn.Module`` method.
+
+    Args:
+      x: activations ``[N, H, W, C]``.
+      kind: ``"batch"`` (BatchNorm, momentum 0.9, epsilon 1e-5, running
+        averages used when ``train`` is False), ``"instance"`` (GroupNorm with
+        one channel per group) or ``"group"`` (GroupNorm with
+        ``min(32, C)`` groups, see :func:`num_groups_for`).
+      train: whether the model runs in training mode.
+      name: optional submodule name.
+
+    Returns:
+      The normalised activations, same shape as ``x``.
+    """
+    channels = x.shape[-1]
+    if kind == "batch":
+        return nn.BatchNorm(
+            use_running_average=not train,
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            name=name,
+        )(x)
+    if kind == "instance":
+        return nn.GroupNorm(num_groups=channels, epsilon=GN_EPSILON, name=name)(x)
+    if kind == "group":
+        return nn.GroupNorm(
+            num_groups=num_groups_for(channels), epsilon=GN_EPSILON, name=name
+        )(x)
+    raise ValueError(f"`norm` must be one of {NORMS}, got {kind!r}.")
+
+
+def _pool2x2(x: jax.Array, reduce: Callable[..., jax.Array]) -> jax.Array:
+    """Non-overlapping 2x2 pooling ("VALID", odd edges dropped) via reshape.
+
+    A spatial axis of size 1 is pooled with a window of 1 instead, so tiny
+    inputs never fail. Written with reshape + reduce (not ``nn.avg_pool``) so
+    it is dtype-safe under ``jax_numpy_dtype_promotion="strict"``.
+    """
+    n, h, w, c = x.shape
+    wh, ww = (2 if h > 1 else 1), (2 if w > 1 else 1)
+    if (wh, ww) == (1, 1):
+        return x
+    ho, wo = h // wh, w // ww
+    x = x[:, : ho * wh, : wo * ww, :]
+    x = jnp.reshape(x, (n, ho, wh, wo, ww, c))
+    return reduce(x, axis=(2, 4))
+
+
+def max_pool2x2(x: jax.Array) -> jax.Array:
+    """2x2/stride-2 max pooling; spatial axes of size 1 are left alone."""
+    return _pool2x2(x, jnp.max)
+
+
+def avg_pool2x2(x: jax.Array) -> jax.Array:
+    """2x2/stride-2 average pooling; spatial axes of size 1 are left alone."""
+    return _pool2x2(x, jnp.mean)
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+    """Mean over the spatial axes: ``[N, H, W, C] -> [N, C]``."""
+    return jnp.mean(x, axis=(1, 2))

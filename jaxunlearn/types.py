@@ -1,0 +1,31 @@
+"""Shared type aliases. No logic lives here."""
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import jax
+
+PyTree = Any
+Array = jax.Array
+PRNGKey = jax.Array
+Batch = Mapping[str, Mapping[str, jax.Array]]
+"""Fixed-shape batches: ``{"retain": {"image", "label", "mask"}, "forget": {...}}``."""
+Metrics = dict[str, jax.Array]
+Variables = Mapping[str, PyTree]
+"""Flax variables: ``{"params": ..., "batch_stats": ...}``."""
+
+
+class ApplyFn(Protocol):
+    """``apply_fn(variables, x, *, train, key) -> (logits, new_variables)``."""
+
+    def __call__(
+        self,
+        variables: Variables,
+        x: jax.Array,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+    ) -> tuple[jax.Array, Variables]: ...
+
+
+InitFn = Callable[[jax.Array], Variables]

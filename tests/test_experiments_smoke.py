@@ -1,0 +1,36 @@
+import importlib.util
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(ROOT, "experiments", f"{name}.py")
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_train_smoke(tmp_path):
+    mod = _load("bench_train")
+    out = tmp_path / "bench.json"
+    res = mod.main(["--smoke", "--out", str(out)])
+    saved = json.load(open(out))
+    assert saved["cases"] == json.loads(json.dumps(res["cases"]))
+    assert [c["case"] for c in res["cases"]] == [
+        "mlp_digits",
+        "cnn_28x28",
+        "resnet18_32x32",
+    ]
+    for c in res["cases"]:
+        for k in (
+            "step_compile_s",
+            "step_per_s",
+            "scan_epoch_compile_s",
+            "scan_epoch_s",
+            "loop_epoch_s",
+        ):
+            assert c[k] > 0, (c["case"], k)
