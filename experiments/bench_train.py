@@ -123,23 +123,23 @@ def _case(name, model, shape, n, batch_size, reps, num_classes=10):
 def run(smoke: bool = False) -> dict:
     on_cpu = jax.default_backend() == "cpu"
     bs = 16 if smoke else 128
-    reps = 3 if smoke else 30
+    # Sizes: (examples per epoch, timed steady-state steps). A 2-core CPU runs
+    # ResNet-18 at seconds per step, so the CPU sizes are small.
+    if smoke:
+        sizes = {"mlp": (64, 3), "cnn": (64, 3), "resnet": (32, 2)}
+    elif on_cpu:
+        sizes = {"mlp": (1437, 60), "cnn": (512, 10), "resnet": (256, 3)}
+    else:
+        sizes = {"mlp": (1437, 200), "cnn": (8192, 100), "resnet": (8192, 50)}
+    small = smoke
     cases = [
-        ("mlp_digits", models.get_model("mlp", 10), (8, 8, 1), 1437, reps * 2),
-        (
-            "cnn_28x28",
-            models.get_model("cnn", 10, **({"widths": (4, 4, 4)} if smoke else {})),
-            (28, 28, 1),
-            64 if smoke else (2048 if on_cpu else 8192),
-            reps,
-        ),
-        (
-            "resnet18_32x32",
-            models.get_model("resnet18", 10, **({"width": 4} if smoke else {})),
-            (32, 32, 3),
-            32 if smoke else (512 if on_cpu else 8192),
-            2 if smoke else (5 if on_cpu else 50),
-        ),
+        ("mlp_digits", models.get_model("mlp", 10), (8, 8, 1), *sizes["mlp"]),
+        ("cnn_28x28",
+         models.get_model("cnn", 10, **({"widths": (4, 4, 4)} if small else {})),
+         (28, 28, 1), *sizes["cnn"]),
+        ("resnet18_32x32",
+         models.get_model("resnet18", 10, **({"width": 4} if small else {})),
+         (32, 32, 3), *sizes["resnet"]),
     ]
     results = []
     for name, model, shape, n, r in cases:

@@ -213,8 +213,6 @@ def compare(
                 rows.append(saved["row"])
                 continue
         epochs = int(recipe.pop("epochs", 1))
-        hparam_names = {"retain_weight"}
-        hparams = {k: recipe.pop(k) for k in list(recipe) if k in hparam_names}
         method = methods.get(
             name,
             apply_fn=apply_fn,
@@ -224,7 +222,8 @@ def compare(
         )
         history: list[dict[str, float]] = []
 
-        def log(epoch, m, _name=name, _history=history):
+        def log(epoch, m, state, _name=name, _history=history):
+            del state
             _history.append(m)
             line = json.dumps({"method": _name, "epoch": epoch, **m})
             with open(metrics_path, "a") as f:
@@ -238,7 +237,6 @@ def compare(
             batch_size=cfg.unlearn_batch_size,
             key=jax.random.fold_in(key, i),
             mesh=mesh,
-            hparams=hparams or None,
             progress=name if progress else False,
             callback=log,
         )

@@ -1,17 +1,8 @@
-"""Test configuration: CPU backend with 4 simulated devices, fixed seeds."""
+"""Shared fixtures (environment set-up is in the root conftest.py)."""
 
-import os
-
-# Must happen before jax is imported anywhere.
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-_flag = "--xla_force_host_platform_device_count=4"
-if _flag not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
-os.environ.setdefault("MPLBACKEND", "Agg")
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import numpy as np
+import pytest
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from jaxunlearn.data._batching import (
     gather,
     num_batches,
     padded_batches,
+    subset_epoch_indices,
 )
 from jaxunlearn.data._sources import dataset_fingerprint, load, names
 from jaxunlearn.data._splits import (
@@ -38,4 +39,5 @@ __all__ = [
     "padded_batches",
     "random_split",
     "split",
+    "subset_epoch_indices",
 ]

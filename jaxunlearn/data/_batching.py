@@ -58,6 +58,38 @@ def epoch_indices(
     return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
 
 
+def subset_epoch_indices(
+    key: jax.Array, member_mask: jax.Array, batch_size: int, num_steps: int
+) -> tuple[jax.Array, jax.Array]:
+    """One shuffled pass over the examples where ``member_mask`` is True.
+
+    The subset size may differ between calls (e.g. per shadow model) while the
+    shapes stay fixed: ``num_steps`` is static and must cover the largest
+    subset. Vmappable over ``key`` and ``member_mask``.
+
+    Returns:
+      ``(idx, mask)`` of shape ``[num_steps, batch_size]``; each member appears
+      exactly once where ``mask`` is True.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> m = jnp.array([True, False, True, True, False])
+      >>> idx, mask = subset_epoch_indices(jax.random.key(0), m, 2, 2)
+      >>> sorted(idx[mask].tolist())
+      [0, 2, 3]
+    """
+    n = member_mask.shape[0]
+    total = num_steps * batch_size
+    priority = jnp.where(member_mask, jax.random.uniform(key, (n,)), 2.0)
+    order = jnp.argsort(priority).astype(jnp.int32)
+    if total > n:
+        order = jnp.concatenate([order, jnp.zeros((total - n,), jnp.int32)])
+    else:
+        order = order[:total]
+    mask = jnp.arange(total) < jnp.sum(member_mask)
+    return order.reshape(num_steps, batch_size), mask.reshape(num_steps, batch_size)
+
+
 def cycle_indices(
     key: jax.Array, n: int, batch_size: int, num_steps: int
 ) -> tuple[jax.Array, jax.Array]:

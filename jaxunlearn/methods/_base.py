@@ -12,6 +12,7 @@ which returns a pair of pure functions::
 """
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -80,8 +81,17 @@ def names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
+CONTEXT_KWARGS = ("apply_fn", "num_classes", "init_fn")
+"""Keyword arguments a caller may always pass to :func:`get`; a factory that
+does not take one simply does not receive it. Any other unknown keyword is an
+error, so a misspelt hyperparameter never goes unnoticed."""
+
+
 def get(name: str, **kwargs: Any) -> Method:
     """Builds a registered method by name.
+
+    ``apply_fn``, ``num_classes`` and ``init_fn`` are passed only to factories
+    that take them; every other keyword must be a parameter of the factory.
 
     Examples:
       >>> from jaxunlearn import methods, models
@@ -92,7 +102,20 @@ def get(name: str, **kwargs: Any) -> Method:
     """
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; valid names: {names()}.")
-    return _REGISTRY[name](**kwargs)
+    factory = _REGISTRY[name]
+    params = inspect.signature(factory).parameters
+    takes_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not takes_var_kw:
+        kwargs = {
+            k: v for k, v in kwargs.items() if k in params or k not in CONTEXT_KWARGS
+        }
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            valid = sorted(k for k in params if k not in CONTEXT_KWARGS)
+            raise TypeError(
+                f"method {name!r} got unknown arguments {unknown}; valid: {valid}."
+            )
+    return factory(**kwargs)
 
 
 def default_tx(

@@ -45,7 +45,6 @@ def finetune(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     trainable: str | Sequence[str] | None = None,
-    **unused,
 ) -> Method:
     """Fine-tuning on the retain set only ("FT" / catastrophic forgetting, CF).
 
@@ -67,7 +66,6 @@ def finetune(
       >>> int(m.init(v).step)
       0
     """
-    del unused
     return gradient_method(
         _retain_ce(apply_fn), _tx(tx, learning_rate, momentum, weight_decay, trainable)
     )
@@ -82,7 +80,6 @@ def retrain(
     learning_rate: float = 0.01,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
-    **unused,
 ) -> Method:
     """Retraining from scratch on the retain set: the exact-unlearning oracle.
 
@@ -95,7 +92,6 @@ def retrain(
       init_fn: ``init_fn(key) -> variables``, e.g.
         ``lambda k: models.init(model, k, example_images)``. Required.
     """
-    del unused
     if init_fn is None:
         raise ValueError("retrain needs init_fn=(key -> fresh variables).")
     return gradient_method(
@@ -119,7 +115,6 @@ def neggrad(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     trainable: str | Sequence[str] | None = None,
-    **unused,
 ) -> Method:
     """NegGrad / gradient ascent: maximise the forget cross-entropy.
 
@@ -129,7 +124,6 @@ def neggrad(
       Golatkar et al. (2020); Thudi et al. (2022). Defaults from the DLFD
       repository (SGD lr 1e-3, momentum 0.9, wd 5e-4, 1 epoch).
     """
-    del unused
 
     def loss_fn(variables, batch, key, hparams, extra):
         ce, variables, acc = batch_ce(apply_fn, variables, batch["forget"], key)
@@ -152,7 +146,6 @@ def neggrad_plus(
     weight_decay: float = 5e-4,
     retain_weight: float = 0.9,
     trainable: str | Sequence[str] | None = None,
-    **unused,
 ) -> Method:
     """NegGrad+: ``beta * CE(retain) - (1 - beta) * CE(forget)``.
 
@@ -162,7 +155,6 @@ def neggrad_plus(
     References:
       Kurmanji et al., Towards Unbounded Machine Unlearning (NeurIPS 2023).
     """
-    del unused
 
     def loss_fn(variables, batch, key, hparams, extra):
         k_r, k_f = jax.random.split(key)
@@ -196,7 +188,6 @@ def random_label(
     weight_decay: float = 5e-4,
     retain_weight: float = 1.0,
     trainable: str | Sequence[str] | None = None,
-    **unused,
 ) -> Method:
     """Random labels (RL): fit forget examples to random wrong labels.
 
@@ -209,7 +200,6 @@ def random_label(
     References:
       Golatkar et al. (2020); Fan et al., SalUn (ICLR 2024).
     """
-    del unused
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"random_label needs num_classes >= 2, got {num_classes!r}.")
 
