@@ -134,12 +134,18 @@ def run(smoke: bool = False) -> dict:
     small = smoke
     cases = [
         ("mlp_digits", models.get_model("mlp", 10), (8, 8, 1), *sizes["mlp"]),
-        ("cnn_28x28",
-         models.get_model("cnn", 10, **({"widths": (4, 4, 4)} if small else {})),
-         (28, 28, 1), *sizes["cnn"]),
-        ("resnet18_32x32",
-         models.get_model("resnet18", 10, **({"width": 4} if small else {})),
-         (32, 32, 3), *sizes["resnet"]),
+        (
+            "cnn_28x28",
+            models.get_model("cnn", 10, **({"widths": (4, 4, 4)} if small else {})),
+            (28, 28, 1),
+            *sizes["cnn"],
+        ),
+        (
+            "resnet18_32x32",
+            models.get_model("resnet18", 10, **({"width": 4} if small else {})),
+            (32, 32, 3),
+            *sizes["resnet"],
+        ),
     ]
     results = []
     for name, model, shape, n, r in cases:
