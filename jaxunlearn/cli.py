@@ -1,10 +1,15 @@
 """The ``jaxunlearn`` command: the main job.
 
 ``jaxunlearn compare`` trains (or loads from cache) the original and the
-retrained model, runs the chosen unlearning methods, evaluates every model and
-writes ``config.json``, ``manifest.json``, ``metrics.jsonl``, ``results.json``,
-``report.md`` and ``compare.png`` to a workdir. Finished methods are kept in
-``workdir/rows/`` so an interrupted run resumes where it stopped.
+retrained model, runs the chosen unlearning methods, evaluates every model with
+the metrics of the four papers (accuracies, DLFD's loss attack and NoMUS, the
+loss-threshold ROC, UTV, SalUn/RWFT's SVC attack, MIA-NN, the Blend code's
+phi-LR score, and LiRA / RMIA with vectorised shadow models) and writes
+``config.json``, ``manifest.json``, ``metrics.jsonl``, ``results.json``,
+``report.md`` and plots to a workdir. With several seeds, every number is
+reported as mean +- std with a bootstrap confidence interval. Finished
+(seed, method) pairs are kept in ``workdir/rows/`` so an interrupted run
+resumes where it stopped.
 
 Example::
 
@@ -27,8 +32,8 @@ from jaxunlearn import cache, data, methods, models, train
 from jaxunlearn import eval as ev
 
 # Per-method recipes for the main job (learning rate, epochs, extra kwargs).
-# Chosen for small models on small data (digits / Fashion-MNIST with an MLP);
-# they are configuration, not results: override with --method-config.
+# Chosen for small models on small data (digits with an MLP); they are
+# configuration, not results: override with --method-config.
 # NegGrad has a cliff (forget accuracy collapses a few steps before everything
 # else does), so its recipe is a small learning rate and a fixed step budget.
 DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
@@ -37,6 +42,33 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
     "neggrad_plus": {"learning_rate": 0.02, "epochs": 5, "retain_weight": 0.99},
     "random_label": {"learning_rate": 0.01, "epochs": 2},
 }
+
+DEFAULT_METRICS = (
+    "accuracy",
+    "mia_logreg",
+    "nomus",
+    "loss_threshold",
+    "utv",
+    "mia_svc",
+    "mia_nn",
+    "phi_logreg_auc",
+    "lira",
+    "rmia",
+)
+
+# (column title, value key, format) of the console / Markdown table.
+TABLE = (
+    ("ACC_retain", "acc_retain", "{:.4f}"),
+    ("ACC_forget", "acc_forget", "{:.4f}"),
+    ("ACC_test", "acc_test", "{:.4f}"),
+    ("MIA", "mia_accuracy", "{:.4f}"),
+    ("NoMUS", "nomus", "{:.4f}"),
+    ("UTV", "utv", "{:.4f}"),
+    ("SVC-MIA%", "mia_svc", "{:.1f}"),
+    ("LiRA AUC", "lira_auc", "{:.4f}"),
+    ("time_s", "time", "{:.2f}"),
+    ("compile_s", "compile_time", "{:.2f}"),
+)
 
 
 @dataclasses.dataclass
@@ -50,7 +82,7 @@ class CompareConfig:
     forget_classes: tuple[int, ...] = (3,)
     forget_fraction: float = 0.1
     methods: tuple[str, ...] = ("finetune", "neggrad", "neggrad_plus", "random_label")
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
     training: train.TrainConfig = dataclasses.field(
         default_factory=lambda: train.TrainConfig(
             epochs=30, batch_size=64, learning_rate=0.05
@@ -60,158 +92,166 @@ class CompareConfig:
     recipes: dict[str, dict[str, Any]] = dataclasses.field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_RECIPES.items()}
     )
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    shadow_models: int = 16
     num_devices: int = 1
     standardize: bool = False
 
 
-def _rows_table(rows: list[dict[str, Any]]) -> str:
-    cols = [
-        ("method", "method", "{}"),
-        ("ACC_retain", "acc_retain", "{:.4f}"),
-        ("ACC_forget", "acc_forget", "{:.4f}"),
-        ("ACC_test", "acc_test", "{:.4f}"),
-        ("MIA", "mia_accuracy", "{:.4f}"),
-        ("time_s", "time", "{:.2f}"),
-        ("compile_s", "compile_time", "{:.2f}"),
-    ]
-    head = "| " + " | ".join(c[0] for c in cols) + " |"
-    sep = "|" + "|".join("---" for _ in cols) + "|"
+def _fmt(v, fmt: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, dict):  # aggregated over seeds
+        if v["n"] > 1 and np.isfinite(v["std"]):
+            return f"{fmt.format(v['mean'])} ± {fmt.format(v['std'])}"
+        return fmt.format(v["mean"])
+    return fmt.format(v)
+
+
+def rows_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of result rows (plain or aggregated over seeds)."""
+    cols = [c for c in TABLE if any(c[1] in r for r in rows)]
+    head = "| method | " + " | ".join(c[0] for c in cols) + " |"
+    sep = "|---|" + "|".join("---" for _ in cols) + "|"
     lines = [head, sep]
     for r in rows:
-        cells = []
-        for _, key, fmt in cols:
-            v = r.get(key)
-            cells.append("-" if v is None else fmt.format(v))
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = [_fmt(r.get(key), fmt) for _, key, fmt in cols]
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _plot(rows: list[dict[str, Any]], path: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    keys = [
-        ("acc_retain", "ACC retain"),
-        ("acc_forget", "ACC forget"),
-        ("acc_test", "ACC test"),
-        ("mia_accuracy", "MIA acc"),
-    ]
-    names = [r["method"] for r in rows]
-    x = np.arange(len(names))
-    width = 0.8 / len(keys)
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.6))
-    for i, (k, label) in enumerate(keys):
-        ax.bar(x + (i - 1.5) * width, [r[k] for r in rows], width, label=label)
-    ax.axhline(0.5, color="gray", lw=0.8, ls="--")
-    ax.set_xticks(x, names, rotation=20)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("fraction")
-    ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.18))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
 
 
 def _config_json(cfg: CompareConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
 
 
-def compare(
-    cfg: CompareConfig, workdir: str, *, cache_dir: str | None, progress: bool = True
-) -> dict[str, Any]:
-    """Runs the main job and writes its outputs; returns the results dict."""
-    unknown = [m for m in cfg.methods if m not in methods.names()]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; valid names: {methods.names()}.")
-    os.makedirs(os.path.join(workdir, "rows"), exist_ok=True)
-    cfg_json = _config_json(cfg)
-    cache.atomic_write_json(os.path.join(workdir, "config.json"), cfg_json)
+def _metrics_for(cfg: CompareConfig, split) -> tuple[str, ...]:
+    chosen = list(cfg.metrics)
+    if "mia_nn" in chosen and not (
+        split.mode == "class" and len(split.forget_classes) == 1
+    ):
+        chosen.remove("mia_nn")  # defined for forgetting one class only
+    if cfg.shadow_models < 2:
+        chosen = [m for m in chosen if m not in ("lira", "rmia")]
+    return tuple(chosen)
 
-    ds = data.load(cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize)
+
+def _run_seed(cfg, seed, ds, workdir, cache_dir, progress, plots):
     split = data.split(
         ds,
         cfg.mode,
-        seed=cfg.seed,
+        seed=seed,
         forget_classes=list(cfg.forget_classes) if cfg.mode == "class" else None,
         forget_fraction=cfg.forget_fraction,
     )
     model = models.get_model(cfg.model, split.num_classes)
     apply_fn = models.make_apply_fn(model)
     mesh = train.make_mesh(cfg.num_devices) if cfg.num_devices > 1 else None
-
+    tag = f"seed {seed}: "
     original, info_o = train.train_original(
         model,
         split,
         cfg.training,
-        seed=cfg.seed,
+        seed=seed,
         cache_dir=cache_dir,
         mesh=mesh,
-        progress="original" if progress else False,
+        progress=tag + "original" if progress else False,
     )
     retrained, info_r = train.retrain(
         model,
         split,
         cfg.training,
-        seed=cfg.seed + 1,
+        seed=seed + 1,
         cache_dir=cache_dir,
         mesh=mesh,
-        progress="retrain" if progress else False,
+        progress=tag + "retrain" if progress else False,
     )
+    metric_names = _metrics_for(cfg, split)
+    shadow = None
+    if cfg.shadow_models >= 2:
+        pool, _ = ev.shadow_pool(split)
+        shadow = train.train_shadow_models(
+            model,
+            pool,
+            cfg.training,
+            num_models=cfg.shadow_models,
+            seed=seed + 1000,
+            cache_dir=cache_dir,
+            progress=tag + "shadows" if progress else False,
+        )
     manifest = {
-        "config_hash": cache.manifest_hash(cfg_json),
+        "seed": seed,
         "split": split.summary(),
         "original": {"hash": info_o["hash"], "cache": info_o["cache"]},
         "retrain": {"hash": info_r["hash"], "cache": info_r["cache"]},
-        "versions": cache.versions(),
-        "device": {
-            "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
-            "platform": platform.platform(),
-            "python": platform.python_version(),
+        "shadow": None
+        if shadow is None
+        else {
+            "hash": shadow.hash,
+            "cache": shadow.cache,
+            "models": cfg.shadow_models,
+            "compile_time": shadow.compile_time,
+            "run_time": shadow.run_time,
         },
     }
-    cache.atomic_write_json(os.path.join(workdir, "manifest.json"), manifest)
 
     def evaluate(variables):
-        return ev.evaluate_split(
-            lambda x: train.predict(apply_fn, variables, x), split, mia_seed=cfg.seed
+        return ev.evaluate(
+            apply_fn,
+            variables,
+            split,
+            metrics=metric_names,
+            retrained=retrained,
+            shadow=shadow,
+            seed=seed,
         )
 
-    rows = []
+    rows, reports = [], {}
     for name, variables, info in (
         ("original", original, info_o),
         ("retrain", retrained, info_r),
     ):
-        row = {"method": name, **evaluate(variables)}
-        row["time"] = info["run_time"]
-        row["compile_time"] = info["compile_time"]
-        row["cache"] = info["cache"]
-        rows.append(row)
+        rep = evaluate(variables)
+        reports[name] = (rep, variables)
+        rows.append(
+            {
+                "method": name,
+                **rep.values,
+                "time": info["run_time"],
+                "compile_time": info["compile_time"],
+                "cache": info["cache"],
+            }
+        )
 
+    cfg_json = _config_json(cfg)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    key = jax.random.key(cfg.seed + 2)
+    key = jax.random.key(seed + 2)
     for i, name in enumerate(cfg.methods):
         recipe = dict(cfg.recipes.get(name, {}))
         row_key = cache.manifest_hash(
             {
                 "cfg": cfg_json,
+                "seed": seed,
                 "method": name,
                 "recipe": recipe,
                 "original": info_o["hash"],
+                "metrics": metric_names,
             }
         )
-        row_path = os.path.join(workdir, "rows", f"{name}.json")
+        row_path = os.path.join(workdir, "rows", f"seed{seed}_{name}.json")
+        rows_dir = os.path.join(workdir, "rows")
+        saved_vars = None
         if os.path.exists(row_path):
             with open(row_path) as f:
                 saved = json.load(f)
             if saved.get("row_key") == row_key:
-                rows.append(saved["row"])
-                continue
+                saved_vars = cache.load(rows_dir, {"row_key": row_key}, like=original)
+        if saved_vars is not None:  # resume: re-evaluate the saved model
+            variables = jax.tree.map(jax.numpy.asarray, saved_vars)
+            rep = evaluate(variables)
+            reports[name] = (rep, variables)
+            timing = {k: saved["row"][k] for k in ("time", "compile_time", "epochs")}
+            rows.append({"method": name, **rep.values, **timing, "resumed": True})
+            continue
         epochs = int(recipe.pop("epochs", 1))
         method = methods.get(
             name,
@@ -220,12 +260,10 @@ def compare(
             init_fn=lambda k: models.init(model, k, split.retain["image"][:1]),
             **recipe,
         )
-        history: list[dict[str, float]] = []
 
-        def log(epoch, m, state, _name=name, _history=history):
+        def log(epoch, m, state, _name=name):
             del state
-            _history.append(m)
-            line = json.dumps({"method": _name, "epoch": epoch, **m})
+            line = json.dumps({"seed": seed, "method": _name, "epoch": epoch, **m})
             with open(metrics_path, "a") as f:
                 f.write(line + "\n")
 
@@ -237,53 +275,229 @@ def compare(
             batch_size=cfg.unlearn_batch_size,
             key=jax.random.fold_in(key, i),
             mesh=mesh,
-            progress=name if progress else False,
+            progress=tag + name if progress else False,
             callback=log,
         )
-        row = {"method": name, **evaluate(result.variables)}
-        row["time"] = result.run_time
-        row["compile_time"] = result.compile_time
-        row["epochs"] = epochs
+        variables = jax.device_get(result.variables)
+        rep = evaluate(variables)
+        reports[name] = (rep, variables)
+        row = {
+            "method": name,
+            **rep.values,
+            "time": result.run_time,
+            "compile_time": result.compile_time,
+            "epochs": epochs,
+        }
         rows.append(row)
+        cache.save(rows_dir, {"row_key": row_key}, variables)
         cache.atomic_write_json(row_path, {"row_key": row_key, "row": row})
+    if plots:
+        _plots(workdir, split, apply_fn, reports, shadow)
+    return rows, manifest
 
+
+def _plots(workdir, split, apply_fn, reports, shadow) -> None:
+    """Loss histograms, confusion matrices and feature embeddings per model."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # plots are optional ([experiments] extra)
+        return
+    names = list(reports)
+    n = len(names)
+    cols = min(3, n)
+    rows_ = -(-n // cols)
+    figs = {
+        k: Figure(figsize=(4.2 * cols, 3.4 * rows_), layout="constrained")
+        for k in ("loss_hist", "confusion", "embedding")
+    }
+    axes = {k: f.subplots(rows_, cols, squeeze=False).ravel() for k, f in figs.items()}
+    test = split.test
+    rng = np.random.default_rng(0)
+    sub = rng.choice(len(test["label"]), min(600, len(test["label"])), replace=False)
+    n_f = len(split.forget["label"])
+    fsub = rng.choice(n_f, min(300, n_f), replace=False)
+    emb_x = np.concatenate([test["image"][sub], split.forget["image"][fsub]])
+    emb_y = np.concatenate([test["label"][sub], split.forget["label"][fsub]])
+    highlight = np.arange(len(emb_y)) >= len(sub)
+    roc_curves = {}
+    for i, name in enumerate(names):
+        rep, variables = reports[name]
+        ev.plot_loss_histograms(
+            rep.arrays["forget_losses"],
+            rep.arrays["unseen_losses"],
+            ax=axes["loss_hist"][i],
+            title=name,
+            log_x=True,
+        )
+        logits = train.predict(apply_fn, variables, test["image"])
+        cm = ev.confusion_matrix(logits, test["label"], split.num_classes)
+        ev.plot_confusion(cm, ax=axes["confusion"][i], title=name)
+        (_, feats), _ = apply_fn(variables, emb_x, train=False, return_features=True)
+        ev.plot_embedding(
+            np.asarray(feats),
+            emb_y,
+            highlight=highlight,
+            ax=axes["embedding"][i],
+            title=f"{name} (forget ringed)",
+        )
+        scores = -np.concatenate(
+            [rep.arrays["forget_losses"], rep.arrays["unseen_losses"]]
+        )
+        member = np.arange(len(scores)) < len(rep.arrays["forget_losses"])
+        roc_curves[name] = (scores, member)
+    for k in figs:
+        for ax in axes[k][n:]:
+            ax.set_visible(False)
+        ev.save_figure(figs[k], os.path.join(workdir, f"{k}.png"))
+    ev.save_figure(
+        ev.plot_roc(
+            roc_curves, log=True, title="loss attack, forget vs unseen (log ROC)"
+        ),
+        os.path.join(workdir, "roc_log.png"),
+    )
+
+
+def _aggregate_rows(per_seed: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    out = []
+    for i, first in enumerate(per_seed[0]):
+        runs = [rows[i] for rows in per_seed]
+        numeric = [
+            {
+                k: v
+                for k, v in r.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            for r in runs
+        ]
+        out.append({"method": first["method"], **ev.aggregate(numeric)})
+    return out
+
+
+def compare(
+    cfg: CompareConfig,
+    workdir: str,
+    *,
+    cache_dir: str | None,
+    progress: bool = True,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Runs the main job and writes its outputs; returns the results dict."""
+    unknown = [m for m in cfg.methods if m not in methods.names()]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; valid names: {methods.names()}.")
+    bad = [m for m in cfg.metrics if m not in ev.metric_names()]
+    if bad:
+        raise ValueError(f"unknown metrics {bad}; valid: {ev.metric_names()}.")
+    if not cfg.seeds:
+        raise ValueError("seeds must name at least one seed.")
+    os.makedirs(os.path.join(workdir, "rows"), exist_ok=True)
+    cfg_json = _config_json(cfg)
+    cache.atomic_write_json(os.path.join(workdir, "config.json"), cfg_json)
+    ds = data.load(cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize)
+
+    per_seed, manifests = [], []
+    for j, seed in enumerate(cfg.seeds):
+        rows, manifest = _run_seed(
+            cfg, seed, ds, workdir, cache_dir, progress, plots=plots and j == 0
+        )
+        per_seed.append(rows)
+        manifests.append(manifest)
+    manifest = {
+        "config_hash": cache.manifest_hash(cfg_json),
+        "seeds": manifests,
+        "versions": cache.versions(),
+        "device": {
+            "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()],
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+    cache.atomic_write_json(os.path.join(workdir, "manifest.json"), manifest)
+    aggregated = _aggregate_rows(per_seed) if len(cfg.seeds) > 1 else None
+    shown = aggregated if aggregated is not None else per_seed[0]
     results = {
         "config": cfg_json,
         "manifest": manifest,
-        "rows": rows,
+        "rows": per_seed[0] if len(cfg.seeds) == 1 else None,
+        "rows_per_seed": {str(s): r for s, r in zip(cfg.seeds, per_seed, strict=True)},
+        "aggregate": aggregated,
+        "metric_versions": {m: "1" for m in cfg.metrics},
         "columns": {
-            "acc_retain": "accuracy on the retain set",
-            "acc_forget": "accuracy on the forget set (train examples)",
-            "acc_test": "test accuracy (retained classes in class mode)",
-            "mia_accuracy": "loss-based LR attack, forget vs unseen (0.5 = ideal)",
+            "acc_*": "accuracies; acc_test covers retained classes in class mode",
+            "mia_accuracy": "DLFD loss attack (LR on losses), forget vs unseen;"
+            " 0.5 = ideal",
+            "nomus": "(acc_test + 1 - 2|mia_accuracy - 0.5|) / 2",
+            "utv": "total variation to the retrained model on the forget set",
+            "mia_svc": "SalUn/RWFT SVC attack: % of forget predicted non-member",
+            "lira_auc": "LiRA (shadow models), forget vs unseen; 0.5 = ideal",
             "time": "seconds of unlearning (training for original / retrain),"
             " excluding compilation",
-            "compile_time": "seconds spent compiling the epoch",
+            "compile_time": "seconds spent compiling",
         },
     }
     cache.atomic_write_json(os.path.join(workdir, "results.json"), results)
-    table = _rows_table(rows)
-    has_plot = _plot(rows, os.path.join(workdir, "compare.png"))
-    sizes = split.summary()["sizes"]
+    table = rows_table(shown)
+    bar_rows = [
+        {
+            "method": r["method"],
+            **{
+                k: (r[k]["mean"] if isinstance(r.get(k), dict) else r.get(k))
+                for k in ("acc_retain", "acc_forget", "acc_test", "mia_accuracy")
+            },
+        }
+        for r in shown
+    ]
+    has_plot = False
+    if plots:
+        try:
+            fig = ev.plot_metric_bars(
+                bar_rows,
+                ["acc_retain", "acc_forget", "acc_test", "mia_accuracy"],
+                title=f"{cfg.dataset} / {cfg.model} / {cfg.mode} forgetting",
+            )
+            ev.save_figure(fig, os.path.join(workdir, "compare.png"))
+            has_plot = True
+        except ImportError:
+            pass
+    sizes = manifests[0]["split"]["sizes"]
+    target = (
+        f"Forget classes: {list(cfg.forget_classes)}"
+        if cfg.mode == "class"
+        else f"Forget fraction: {cfg.forget_fraction}"
+    )
     report = [
         f"# jaxunlearn compare: {cfg.dataset} / {cfg.model} / {cfg.mode} forgetting",
         "",
-        f"Forget classes: {list(cfg.forget_classes)}"
-        if cfg.mode == "class"
-        else f"Forget fraction: {cfg.forget_fraction}",
-        f"Set sizes: {sizes}. Seed {cfg.seed}. Backend {jax.default_backend()}.",
+        f"{target}. Set sizes (seed {cfg.seeds[0]}): {sizes}. Seeds"
+        f" {list(cfg.seeds)}. Shadow models: {cfg.shadow_models}. Backend"
+        f" {jax.default_backend()}.",
         "",
         table,
         "",
-        "MIA: logistic regression on per-example losses, forget (members) vs unseen"
-        " test data (non-members), balanced sizes, 10 stratified splits; 0.5 means"
-        " the forget set looks unseen.",
+        "MIA: DLFD's logistic regression on per-example losses, forget (members) vs"
+        " unseen test data (non-members; the forgotten classes in class mode),"
+        " balanced sizes, 10 stratified splits; 0.5 means the forget set looks"
+        " unseen. NoMUS = (ACC_test + 1 - 2|MIA - 0.5|) / 2. UTV: total variation"
+        " to the retrained model's outputs on the forget set (0 = identical)."
+        " SVC-MIA%: percent of forget examples an SVC on true-class confidence"
+        " (retain-train vs test) calls non-member (retrain is about 100). LiRA"
+        " AUC: likelihood-ratio attack with shadow models, forget vs unseen.",
         "Times exclude compilation, which is reported separately.",
     ]
+    if len(cfg.seeds) > 1:
+        report.append(
+            "Values are mean ± std over seeds; results.json holds 95%"
+            " bootstrap confidence intervals."
+        )
     if has_plot:
         report += ["", "![compare](compare.png)"]
+        for name in ("loss_hist", "roc_log", "confusion", "embedding"):
+            if os.path.exists(os.path.join(workdir, f"{name}.png")):
+                report.append(f"![{name}]({name}.png)")
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write("\n".join(report) + "\n")
+    results["table"] = table
     return results
 
 
@@ -312,7 +526,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--methods", default="all", help="comma-separated method names or 'all'"
     )
-    c.add_argument("--seed", type=int, default=d.seed)
+    c.add_argument(
+        "--metrics",
+        default=",".join(d.metrics),
+        help=f"comma-separated, from {ev.metric_names()}",
+    )
+    c.add_argument(
+        "--seeds",
+        type=_parse_ints,
+        default=d.seeds,
+        help="comma-separated seeds; several give mean ± std",
+    )
+    c.add_argument(
+        "--shadow-models",
+        type=int,
+        default=d.shadow_models,
+        help="shadow models for LiRA / RMIA (0 disables them)",
+    )
     c.add_argument(
         "--epochs",
         type=int,
@@ -341,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model cache; 'none' disables it",
     )
     c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--no-plots", action="store_true")
     return p
 
 
@@ -365,20 +596,26 @@ def main(argv: list[str] | None = None) -> int:
         forget_classes=args.forget_classes,
         forget_fraction=args.forget_fraction,
         methods=names,
-        seed=args.seed,
+        seeds=args.seeds,
         training=train.TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr
         ),
         recipes=recipes,
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        shadow_models=args.shadow_models,
         num_devices=args.num_devices,
         standardize=args.standardize,
     )
     cache_dir = None if args.cache_dir.lower() == "none" else args.cache_dir
     t0 = time.perf_counter()
     results = compare(
-        cfg, args.workdir, cache_dir=cache_dir, progress=not args.no_progress
+        cfg,
+        args.workdir,
+        cache_dir=cache_dir,
+        progress=not args.no_progress,
+        plots=not args.no_plots,
     )
-    print(_rows_table(results["rows"]))
+    print(results["table"])
     print(
         f"\nwrote {args.workdir}/{{config,manifest,results}}.json, report.md"
         f" ({time.perf_counter() - t0:.1f}s)"

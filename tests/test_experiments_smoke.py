@@ -34,3 +34,16 @@ def test_bench_train_smoke(tmp_path):
             "loop_epoch_s",
         ):
             assert c[k] > 0, (c["case"], k)
+
+
+def test_bench_eval_smoke(tmp_path):
+    mod = _load("bench_eval")
+    out = tmp_path / "bench.json"
+    res = mod.main(["--smoke", "--out", str(out)])
+    assert json.load(open(out))["benchmark"] == "bench_eval"
+    st = res["shadow_training"]
+    assert set(st) == {"vmapped", "scan_loop", "step_loop"}
+    # the three ways of training give the same models
+    assert st["scan_loop"]["max_abs_logit_diff_vs_vmapped"] < 1e-3
+    assert st["step_loop"]["max_abs_logit_diff_vs_vmapped"] < 1e-3
+    assert res["lira_scoring"]["run_s"] > 0

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxunlearn import data, methods, models, train
+from jaxunlearn import eval as eval_lib
 
 CFG = train.TrainConfig(epochs=2, batch_size=32, learning_rate=0.05)
 
@@ -155,3 +156,51 @@ def test_bad_inclusion(pool):
         train.train_models(_model(), pool, CFG, inclusion=np.zeros((2, 160), bool))
     with pytest.raises(ValueError, match="num_models"):
         train.train_shadow_models(_model(), pool, CFG, num_models=0)
+
+
+def _phi(logits, labels):
+    return jax.vmap(eval_lib.logit_confidence, in_axes=(0, None))(logits, labels)
+
+
+@pytest.mark.parametrize(
+    "method_name,epochs,expect_high",
+    [
+        ("finetune", 0, True),  # no unlearning at all: trivially detected
+        ("retrain", 8, False),  # exact unlearning: indistinguishable
+    ],
+)
+def test_ulira_detects_no_unlearning_and_not_retraining(
+    digits_class_split, method_name, epochs, expect_high
+):
+    split = digits_class_split
+    model = _model()
+    cfg = train.TrainConfig(epochs=8, batch_size=64, learning_rate=0.05)
+    apply_fn = models.make_apply_fn(model)
+    # "retrain" gets exactly the retrained shadows' recipe, so the two
+    # ensembles come from one distribution.
+    steps = data.num_batches(len(split.retain["label"]), 64)
+    method = methods.get(
+        method_name,
+        apply_fn=apply_fn,
+        tx=cfg.tx(steps),
+        init_fn=lambda k: models.init(model, k, split.retain["image"][:1]),
+    )
+    sh = train.ulira_shadows(
+        model,
+        split,
+        method,
+        cfg,
+        num_models=6,
+        unlearn_epochs=epochs,
+        unlearn_batch_size=64,
+        seed=11,
+    )
+    assert sh.unlearned_logits.shape == sh.retrained_logits.shape
+    labels = split.forget["label"]
+    u, r = _phi(sh.unlearned_logits, labels), _phi(sh.retrained_logits, labels)
+    out = eval_lib.ulira(u[0], u[1:], r[1:])
+    bacc = float(out["heldout_balanced_accuracy"])
+    if expect_high:
+        assert bacc > 0.95, bacc
+    else:
+        assert bacc < 0.75, bacc

@@ -1,3 +1,4 @@
+import json
 import os
 import warnings
 
@@ -210,3 +211,11 @@ def test_cache_rejects_wrong_shapes(tmp_path):
     assert cache.manifest_hash({"a": 1, "b": 2}) == cache.manifest_hash(
         {"b": 2, "a": 1}
     )
+
+
+def test_atomic_write_is_readable_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "sub" / "x.json"
+    cache.atomic_write_json(str(path), {"a": np.arange(3)})
+    assert json.loads(path.read_text()) == {"a": [0, 1, 2]}
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's 0600
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
