@@ -120,7 +120,7 @@ def _case(name, model, shape, n, batch_size, reps, num_classes=10):
     return out
 
 
-def run(smoke: bool = False) -> dict:
+def run(smoke: bool = False, partial_out: str | None = None) -> dict:
     on_cpu = jax.default_backend() == "cpu"
     bs = 16 if smoke else 128
     # Sizes: (examples per epoch, timed steady-state steps). A 2-core CPU runs
@@ -128,7 +128,7 @@ def run(smoke: bool = False) -> dict:
     if smoke:
         sizes = {"mlp": (64, 3), "cnn": (64, 3), "resnet": (32, 2)}
     elif on_cpu:
-        sizes = {"mlp": (1437, 60), "cnn": (512, 10), "resnet": (256, 3)}
+        sizes = {"mlp": (1437, 60), "cnn": (512, 10), "resnet": (128, 2)}
     else:
         sizes = {"mlp": (1437, 200), "cnn": (8192, 100), "resnet": (8192, 50)}
     small = smoke
@@ -151,6 +151,8 @@ def run(smoke: bool = False) -> dict:
     for name, model, shape, n, r in cases:
         print(f"[bench_train] {name} ...", file=sys.stderr, flush=True)
         results.append(_case(name, model, shape, n, bs, r))
+        if partial_out:  # keep what is done if a slow case is interrupted
+            cache.atomic_write_json(partial_out, {"partial": True, "cases": results})
     return {
         "benchmark": "bench_train",
         "smoke": smoke,
@@ -171,7 +173,7 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="JSON output path")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     args = p.parse_args(argv)
-    res = run(smoke=args.smoke)
+    res = run(smoke=args.smoke, partial_out=args.out)
     text = json.dumps(res, indent=2)
     if args.out:
         cache.atomic_write_json(args.out, res)
