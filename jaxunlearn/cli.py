@@ -41,6 +41,9 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
     "neggrad": {"learning_rate": 0.001, "epochs": 12},
     "neggrad_plus": {"learning_rate": 0.02, "epochs": 5, "retain_weight": 0.99},
     "random_label": {"learning_rate": 0.01, "epochs": 2},
+    # RWFT paper, App. A.3: 10 epochs at learning rate 1e-3.
+    "rwft_o": {"learning_rate": 1e-3, "epochs": 10},
+    "rwft_2_o": {"learning_rate": 1e-3, "epochs": 10},
 }
 
 DEFAULT_METRICS = (
@@ -258,6 +261,7 @@ def _run_seed(cfg, seed, ds, workdir, cache_dir, progress, plots):
             apply_fn=apply_fn,
             num_classes=split.num_classes,
             init_fn=lambda k: models.init(model, k, split.retain["image"][:1]),
+            forget_classes=split.forget_classes or None,
             **recipe,
         )
 
@@ -578,7 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.methods == "all":
-        names = tuple(n for n in methods.names() if n != "retrain")
+        names = tuple(
+            n
+            for n in methods.names()
+            if n != "retrain"
+            and (args.mode == "class" or not methods.needs_forget_classes(n))
+        )
     else:
         names = tuple(n.strip() for n in args.methods.split(",") if n.strip())
     recipes = {k: dict(v) for k, v in DEFAULT_RECIPES.items()}

@@ -32,6 +32,7 @@ def _make(name, apply_fn, model, example, num_classes, **kw):
         apply_fn=apply_fn,
         num_classes=num_classes,
         init_fn=lambda k: models.init(model, k, example),
+        forget_classes=3,  # digits_class_split forgets class 3
         **kw,
     )
 

@@ -9,5 +9,13 @@ from jaxunlearn.losses._classification import (
     masked_mean,
     soft_cross_entropy,
 )
+from jaxunlearn.losses._reweight import STRATEGIES, reweighted_targets
 
-__all__ = ["cross_entropy", "kl_divergence", "masked_mean", "soft_cross_entropy"]
+__all__ = [
+    "STRATEGIES",
+    "cross_entropy",
+    "kl_divergence",
+    "masked_mean",
+    "reweighted_targets",
+    "soft_cross_entropy",
+]

@@ -20,6 +20,7 @@ from jaxunlearn.methods._base import (
     get,
     gradient_method,
     names,
+    needs_forget_classes,
     register,
 )
 from jaxunlearn.methods._baselines import (
@@ -29,6 +30,7 @@ from jaxunlearn.methods._baselines import (
     random_label,
     retrain,
 )
+from jaxunlearn.methods._rwft import intermediate_group, rwft_2_o, rwft_o
 
 __all__ = [
     "DRIVERS",
@@ -39,10 +41,14 @@ __all__ = [
     "freeze_except",
     "get",
     "gradient_method",
+    "intermediate_group",
     "names",
     "neggrad",
     "neggrad_plus",
+    "needs_forget_classes",
     "random_label",
     "register",
     "retrain",
+    "rwft_2_o",
+    "rwft_o",
 ]

@@ -81,17 +81,25 @@ def names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-CONTEXT_KWARGS = ("apply_fn", "num_classes", "init_fn")
+CONTEXT_KWARGS = ("apply_fn", "num_classes", "init_fn", "forget_classes")
 """Keyword arguments a caller may always pass to :func:`get`; a factory that
 does not take one simply does not receive it. Any other unknown keyword is an
 error, so a misspelt hyperparameter never goes unnoticed."""
 
 
+def needs_forget_classes(name: str) -> bool:
+    """Whether the method is a class-unlearning method (takes ``forget_classes``)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; valid names: {names()}.")
+    return "forget_classes" in inspect.signature(_REGISTRY[name]).parameters
+
+
 def get(name: str, **kwargs: Any) -> Method:
     """Builds a registered method by name.
 
-    ``apply_fn``, ``num_classes`` and ``init_fn`` are passed only to factories
-    that take them; every other keyword must be a parameter of the factory.
+    ``apply_fn``, ``num_classes``, ``init_fn`` and ``forget_classes`` are
+    passed only to factories that take them; every other keyword must be a
+    parameter of the factory.
 
     Examples:
       >>> from jaxunlearn import methods, models
@@ -132,10 +140,13 @@ def default_tx(
 
 
 def freeze_except(
-    tx: optax.GradientTransformation, trainable: str | Sequence[str] | None
+    tx: optax.GradientTransformation,
+    trainable: str | Sequence[str] | Callable[[PyTree], Sequence[str]] | None,
 ) -> optax.GradientTransformation:
     """Restricts ``tx`` to the parameter groups named in ``trainable``.
 
+    ``trainable`` is a group name, a sequence of names, or a function of the
+    parameters returning names (resolved when the optimiser state is built).
     Frozen groups get exactly zero updates (no weight decay either).
     """
     if trainable is None:
@@ -143,7 +154,8 @@ def freeze_except(
     from jaxunlearn import models  # local: methods must not need models at import
 
     def labels(params):
-        mask = models.group_mask(params, trainable)
+        groups = trainable(params) if callable(trainable) else trainable
+        mask = models.group_mask(params, groups)
         return jax.tree.map(lambda m: "train" if m else "freeze", mask)
 
     return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
