@@ -44,6 +44,10 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
     # RWFT paper, App. A.3: 10 epochs at learning rate 1e-3.
     "rwft_o": {"learning_rate": 1e-3, "epochs": 10},
     "rwft_2_o": {"learning_rate": 1e-3, "epochs": 10},
+    "rw_a": {"learning_rate": 1e-3, "epochs": 10},
+    "l1_sparse": {"learning_rate": 0.1, "epochs": 10, "alpha": 5e-4},
+    "salun": {"learning_rate": 0.01, "epochs": 2},
+    "boundary_shrink": {"learning_rate": 1e-3, "epochs": 10},
 }
 
 DEFAULT_METRICS = (
@@ -262,6 +266,8 @@ def _run_seed(cfg, seed, ds, workdir, cache_dir, progress, plots):
             num_classes=split.num_classes,
             init_fn=lambda k: models.init(model, k, split.retain["image"][:1]),
             forget_classes=split.forget_classes or None,
+            example_input=split.retain["image"][:1],
+            forget_set=split.forget,
             **recipe,
         )
 

@@ -26,13 +26,15 @@ def setup(digits_class_split):
     return split, model, apply_fn, example, original
 
 
-def _make(name, apply_fn, model, example, num_classes, **kw):
+def _make(name, apply_fn, model, example, split, **kw):
     return methods.get(
         name,
         apply_fn=apply_fn,
-        num_classes=num_classes,
+        num_classes=split.num_classes,
         init_fn=lambda k: models.init(model, k, example),
         forget_classes=3,  # digits_class_split forgets class 3
+        example_input=example,
+        forget_set=split.forget,
         **kw,
     )
 
@@ -65,7 +67,7 @@ def test_registry_lists_required_methods():
 @pytest.mark.parametrize("name", NAMES)
 def test_step_jits_is_type_stable_and_compiles_once(name, setup):
     split, model, apply_fn, example, original = setup
-    m = _make(name, apply_fn, model, example, split.num_classes)
+    m = _make(name, apply_fn, model, example, split)
     state = m.init(original, key=jax.random.key(0))
     # All gradient methods share one inner `step` code object: reset chex's
     # per-code trace counter so each parametrised case counts only its own.
@@ -91,7 +93,7 @@ def test_step_jits_is_type_stable_and_compiles_once(name, setup):
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_over_two_seeds_equals_two_runs(name, setup):
     split, model, apply_fn, example, original = setup
-    m = _make(name, apply_fn, model, example, split.num_classes)
+    m = _make(name, apply_fn, model, example, split)
     batch = _batch(split, jax.random.key(1))
     states, keys = [], []
     for seed in (0, 1):
@@ -132,7 +134,7 @@ def test_forgets_a_class_and_keeps_retain_accuracy(name, setup):
     split, model, apply_fn, example, original = setup
     recipe = dict(RECIPES[name])
     del recipe["epochs"]
-    m = _make(name, apply_fn, model, example, split.num_classes, **recipe)
+    m = _make(name, apply_fn, model, example, split, **recipe)
 
     def acc(v, part):
         return ev.accuracy(train.predict(apply_fn, v, part["image"]), part["label"])

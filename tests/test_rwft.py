@@ -86,3 +86,48 @@ def test_rwft_bad_arguments():
         methods.get("rwft_o", apply_fn=apply_fn, forget_classes=1, strategy="x")
     assert methods.needs_forget_classes("rwft_2_o")
     assert not methods.needs_forget_classes("finetune")
+
+
+def test_rw_a_adapters_start_as_identity_and_only_they_train(digits_class_split):
+    split = digits_class_split
+    model = models.get_model("cnn", 10, widths=(8, 8, 8))  # BatchNorm model
+    apply_fn = models.make_apply_fn(model)
+    x = split.forget["image"][:16]
+    v = models.init(model, jax.random.key(0), x[:1])
+    assert models.stage_widths(model, v, x[:1]) == {
+        "block1": 8,
+        "block2": 8,
+        "block3": 8,
+        "head": 10,
+        "logits": 10,
+    }
+    m = methods.get(
+        "rw_a",
+        apply_fn=apply_fn,
+        forget_classes=3,
+        example_input=x[:1],
+        learning_rate=0.05,
+    )
+    s = m.init(v)
+    adapters = s.variables["params"][models.ADAPTERS]
+    assert sorted(adapters) == ["block2", "logits"]  # middle of 3 blocks
+    # identity at init: same outputs as the original model
+    np.testing.assert_allclose(
+        apply_fn(s.variables, x)[0], apply_fn(v, x)[0], rtol=1e-5, atol=1e-5
+    )
+    _, _, batch = _setup(split)
+    step = jax.jit(m.step)
+    for i in range(5):
+        s, _ = step(s, batch, jax.random.key(i))
+    new = s.variables
+    base = {k: p for k, p in new["params"].items() if k != models.ADAPTERS}
+    assert jax.tree.all(jax.tree.map(np.array_equal, base, v["params"]))
+    assert jax.tree.all(
+        jax.tree.map(np.array_equal, new["batch_stats"], v["batch_stats"])
+    )
+    moved = new["params"][models.ADAPTERS]["logits"]["kernel"]
+    assert not np.allclose(moved, np.eye(10))
+    # the adapted model is evaluated by the same apply_fn, and differs now
+    assert not np.allclose(apply_fn(new, x)[0], apply_fn(v, x)[0])
+    with pytest.raises(ValueError, match="example_input"):
+        methods.get("rw_a", apply_fn=apply_fn, forget_classes=3)

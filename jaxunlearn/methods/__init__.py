@@ -30,10 +30,26 @@ from jaxunlearn.methods._baselines import (
     random_label,
     retrain,
 )
-from jaxunlearn.methods._rwft import intermediate_group, rwft_2_o, rwft_o
+from jaxunlearn.methods._rwft import (
+    intermediate_group,
+    middle_group,
+    rw_a,
+    rwft_2_o,
+    rwft_o,
+)
+from jaxunlearn.methods._sparse_salun_bu import (
+    boundary_shrink,
+    l1_sparse,
+    saliency_mask,
+    salun,
+)
 
 __all__ = [
     "DRIVERS",
+    "boundary_shrink",
+    "l1_sparse",
+    "saliency_mask",
+    "salun",
     "Method",
     "UnlearnState",
     "default_tx",
@@ -42,6 +58,7 @@ __all__ = [
     "get",
     "gradient_method",
     "intermediate_group",
+    "middle_group",
     "names",
     "neggrad",
     "neggrad_plus",
@@ -49,6 +66,7 @@ __all__ = [
     "random_label",
     "register",
     "retrain",
+    "rw_a",
     "rwft_2_o",
     "rwft_o",
 ]

@@ -81,7 +81,14 @@ def names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-CONTEXT_KWARGS = ("apply_fn", "num_classes", "init_fn", "forget_classes")
+CONTEXT_KWARGS = (
+    "apply_fn",
+    "num_classes",
+    "init_fn",
+    "forget_classes",
+    "example_input",
+    "forget_set",
+)
 """Keyword arguments a caller may always pass to :func:`get`; a factory that
 does not take one simply does not receive it. Any other unknown keyword is an
 error, so a misspelt hyperparameter never goes unnoticed."""
@@ -97,7 +104,8 @@ def needs_forget_classes(name: str) -> bool:
 def get(name: str, **kwargs: Any) -> Method:
     """Builds a registered method by name.
 
-    ``apply_fn``, ``num_classes``, ``init_fn`` and ``forget_classes`` are
+    The context keywords :data:`CONTEXT_KWARGS` (``apply_fn``, ``num_classes``,
+    ``init_fn``, ``forget_classes``, ``example_input``, ``forget_set``) are
     passed only to factories that take them; every other keyword must be a
     parameter of the factory.
 
@@ -179,6 +187,7 @@ def gradient_method(
     hparams: Mapping[str, float] | None = None,
     reinit: Callable[[jax.Array], PyTree] | None = None,
     make_extra: Callable[[PyTree], PyTree] | None = None,
+    prepare: Callable[[PyTree], PyTree] | None = None,
 ) -> Method:
     """Builds a ``Method`` that takes one optimiser step on ``loss_fn`` per batch.
 
@@ -190,7 +199,9 @@ def gradient_method(
       hparams: default sweepable scalars; ``init(..., hparams={...})`` overrides.
       reinit: if given, ``init`` ignores the incoming variables and starts from
         ``reinit(key)`` (used by ``retrain``).
-      make_extra: builds ``state.extra`` from the initial variables.
+      make_extra: builds ``state.extra`` from the incoming variables.
+      prepare: maps the incoming variables to the ones trained (e.g. adds
+        adapters); applied after ``make_extra``.
     """
     if driver not in DRIVERS:
         raise ValueError(f"driver must be one of {DRIVERS}, got {driver!r}.")
@@ -205,6 +216,9 @@ def gradient_method(
         if "params" not in variables:
             raise ValueError("variables must contain a 'params' collection.")
         variables = dict(variables)
+        extra = make_extra(variables) if make_extra is not None else {}
+        if prepare is not None:
+            variables = dict(prepare(variables))
         unknown = set(hparams or {}) - set(defaults)
         if unknown:
             raise ValueError(
@@ -216,7 +230,7 @@ def gradient_method(
             variables=variables,
             opt_state=tx.init(variables["params"]),
             hparams={k: jnp.asarray(v, jnp.float32) for k, v in hp.items()},
-            extra=make_extra(variables) if make_extra is not None else {},
+            extra=extra,
         )
 
     def step(state: UnlearnState, batch: Batch, key: jax.Array):

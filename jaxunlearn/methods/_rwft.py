@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import jax
 import optax
 
-from jaxunlearn import losses
+from jaxunlearn import losses, models
 from jaxunlearn.methods._base import (
     Method,
     default_tx,
@@ -45,6 +45,22 @@ def intermediate_group(groups: Sequence[str]) -> str:
     return stages[-2] if len(stages) >= 2 else stages[-1]
 
 
+def middle_group(groups: Sequence[str]) -> str:
+    """Where RW-A inserts its middle adapter: after this top-level stage.
+
+    ResNet: ``layer2`` (the "middle residual stage"; METHODS.md 2.2 suggests
+    it). Other models: the middle ``block`` (CNN / ConvNet-3: ``block2``,
+    VGG: ``block3``, a 2-block MLP: ``block1``).
+    """
+    groups = sorted(groups)
+    if "layer2" in groups:
+        return "layer2"
+    stages = sorted(g for g in groups if g.startswith("block"))
+    if not stages:
+        raise ValueError(f"no middle stage among parameter groups {groups}.")
+    return stages[(len(stages) - 1) // 2]
+
+
 def _rwft(
     apply_fn: ApplyFn,
     *,
@@ -56,6 +72,8 @@ def _rwft(
     weight_decay: float,
     retain_weight: float,
     trainable,
+    train_mode: bool = True,
+    prepare=None,
 ) -> Method:
     if forget_classes is None:
         raise ValueError("RWFT needs forget_classes= (an int or a sequence).")
@@ -71,7 +89,9 @@ def _rwft(
         q = losses.reweighted_targets(
             jax.lax.stop_gradient(teacher_logits), forget_classes, strategy=strategy
         )
-        logits, variables = apply_fn(variables, part["image"], train=True, key=key)
+        logits, variables = apply_fn(
+            variables, part["image"], train=train_mode, key=key
+        )
         loss = losses.masked_mean(losses.soft_cross_entropy(logits, q), part["mask"])
         metrics = {"rw_ce": loss}
         if use_retain:
@@ -91,8 +111,14 @@ def _rwft(
         freeze_except(tx, trainable),
         driver="forget",
         hparams=hparams,
-        make_extra=lambda v: {"teacher": v},
+        make_extra=lambda v: {"teacher": _without_adapters(v)},
+        prepare=prepare,
     )
+
+
+def _without_adapters(variables):
+    params = {k: v for k, v in variables["params"].items() if k != models.ADAPTERS}
+    return {**variables, "params": params}
 
 
 @register("rwft_o")
@@ -173,4 +199,74 @@ def rwft_2_o(
         weight_decay=weight_decay,
         retain_weight=retain_weight,
         trainable=trainable,
+    )
+
+
+@register("rw_a")
+def rw_a(
+    apply_fn: ApplyFn,
+    *,
+    forget_classes: int | Sequence[int] | None = None,
+    example_input=None,
+    strategy: str = "proportional",
+    stage: str | None = None,
+    tx: optax.GradientTransformation | None = None,
+    learning_rate: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+) -> Method:
+    """RW-A: the original network frozen, two identity-initialised adapters trained.
+
+    The paper leaves the adapters' architecture open ("one inserted in the
+    middle residual stage and one appended after the final linear layer").
+    Ours: a channel-wise linear map (a 1x1 convolution for conv features,
+    ``y @ K + b`` with ``K = I``, ``b = 0`` at init) after the top-level stage
+    :func:`middle_group` (ResNet ``layer2``), and a ``C x C`` linear map on the
+    logits, also the identity at init. They live in
+    ``variables["params"]["adapters"]`` (``models.ADAPTERS``), which
+    ``models.forward`` applies, so the unlearned model is evaluated by the same
+    ``apply_fn``. Only the adapters train (exact zero updates elsewhere) and the
+    base network runs in eval mode, so BatchNorm statistics stay frozen too.
+    Weight decay defaults to 0 (decay would pull the adapters towards 0, not
+    towards the identity).
+
+    Args:
+      apply_fn: ``models.make_apply_fn(model)``.
+      forget_classes: the class(es) to forget.
+      example_input: an input batch (shape and dtype) to size the adapters.
+      strategy: ``"proportional"`` or ``"max"``.
+      stage: override the stage after which the middle adapter goes.
+    """
+    if example_input is None:
+        raise ValueError("rw_a needs example_input= (a batch of inputs).")
+
+    def prepare(variables):
+        widths = models.stage_widths(apply_fn, variables, example_input)
+        where = stage or middle_group(
+            [g for g in variables["params"] if g != models.ADAPTERS]
+        )
+        if where not in widths:
+            raise ValueError(f"stage {where!r} not among {sorted(widths)}.")
+        eye = {
+            name: {
+                "kernel": jax.numpy.eye(widths[name]),
+                "bias": jax.numpy.zeros((widths[name],)),
+            }
+            for name in (where, "logits")
+        }
+        base = _without_adapters(variables)
+        return {**base, "params": {**base["params"], models.ADAPTERS: eye}}
+
+    return _rwft(
+        apply_fn,
+        forget_classes=forget_classes,
+        strategy=strategy,
+        tx=tx,
+        learning_rate=learning_rate,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        retain_weight=0.0,
+        trainable=models.ADAPTERS,
+        train_mode=False,
+        prepare=prepare,
     )

@@ -14,11 +14,13 @@ import flax.linen as nn
 
 from jaxunlearn.models import _layers
 from jaxunlearn.models._forward import (
+    ADAPTERS,
     forward,
     group_mask,
     init,
     make_apply_fn,
     param_groups,
+    stage_widths,
 )
 from jaxunlearn.models.cnn import CNN
 from jaxunlearn.models.convnet import ConvNet3
@@ -80,6 +82,7 @@ def get_model(name: str, num_classes: int, **kw) -> nn.Module:
 
 
 __all__ = [
+    "ADAPTERS",
     "CNN",
     "MLP",
     "VGG",
@@ -97,4 +100,5 @@ __all__ = [
     "make_apply_fn",
     "names",
     "param_groups",
+    "stage_widths",
 ]

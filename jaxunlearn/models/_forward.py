@@ -15,6 +15,7 @@ from typing import Any
 import flax
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxunlearn.types import PyTree, Variables
@@ -37,6 +38,66 @@ def init(model: nn.Module, key: jax.Array, example_input: ArrayLike) -> dict:
     variables = dict(flax.core.unfreeze(variables))
     variables.setdefault("params", {})
     return variables
+
+
+ADAPTERS = "adapters"
+"""Top-level key of ``variables["params"]`` holding optional linear adapters.
+
+``{stage: {"kernel": [C, C], "bias": [C]}}`` maps the output of the top-level
+stage ``stage`` (e.g. ``"layer2"``) through ``y @ kernel + bias`` on its last
+(channel) axis; the entry ``"logits"`` does the same to the model's logits.
+:func:`forward` applies them, so a model with adapters (RW-A) is evaluated by
+the same ``apply_fn`` as any other; identity kernels and zero biases leave the
+model unchanged.
+"""
+
+
+def _adapt(y: jax.Array, adapter) -> jax.Array:
+    return y @ adapter["kernel"] + adapter["bias"]
+
+
+def _split_adapters(variables):
+    params = dict(variables["params"])
+    adapters = params.pop(ADAPTERS)
+    return {**variables, "params": params}, adapters
+
+
+def stage_widths(model_or_apply_fn, variables: Variables, example_input) -> dict:
+    """Channel width of every top-level stage's output (and ``"logits"``).
+
+    Args:
+      model_or_apply_fn: a linen model or an ``apply_fn`` from
+        :func:`make_apply_fn`.
+      variables: the model's variables (adapters, if any, are ignored).
+      example_input: an input batch (only its shape and dtype matter).
+
+    Returns:
+      ``{stage name: width, ..., "logits": num_classes}``, computed abstractly
+      with ``jax.eval_shape``; used to size adapters.
+    """
+    apply_fn = (
+        make_apply_fn(model_or_apply_fn)
+        if isinstance(model_or_apply_fn, nn.Module)
+        else model_or_apply_fn
+    )
+    if ADAPTERS in variables.get("params", {}):
+        variables = _split_adapters(variables)[0]
+    widths = {}
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        path = getattr(context.module, "path", None)
+        if context.method_name == "__call__" and path is not None and len(path) == 1:
+            widths[path[0]] = out.shape[-1]
+        return out
+
+    def run(v, x):
+        with nn.intercept_methods(record):
+            return apply_fn(v, x, train=False)[0]
+
+    logits = jax.eval_shape(run, variables, jnp.asarray(example_input))
+    widths["logits"] = logits.shape[-1]
+    return widths
 
 
 def forward(
@@ -67,6 +128,10 @@ def forward(
       ``variables`` with updated ``"batch_stats"`` (same tree structure,
       shapes and dtypes); otherwise it is ``variables`` itself.
     """
+    if ADAPTERS in variables.get("params", {}):
+        return _forward_adapted(
+            model, variables, x, train=train, key=key, return_features=return_features
+        )
     rngs = {"dropout": key} if (train and key is not None) else None
     if train and "batch_stats" in variables:
         out, updates = model.apply(
@@ -92,6 +157,35 @@ def forward(
         variables, x, train=train, return_features=return_features, rngs=rngs
     )
     return out, variables
+
+
+def _forward_adapted(model, variables, x, *, train, key, return_features):
+    base, adapters = _split_adapters(variables)
+    stages = {k: v for k, v in adapters.items() if k != "logits"}
+
+    def intercept(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        path = getattr(context.module, "path", None)
+        if (
+            context.method_name == "__call__"
+            and path is not None
+            and len(path) == 1
+            and path[0] in stages
+        ):
+            out = _adapt(out, stages[path[0]])
+        return out
+
+    with nn.intercept_methods(intercept):
+        out, new_base = forward(
+            model, base, x, train=train, key=key, return_features=return_features
+        )
+    if "logits" in adapters:
+        if return_features:
+            out = (_adapt(out[0], adapters["logits"]), out[1])
+        else:
+            out = _adapt(out, adapters["logits"])
+    new_params = {**new_base["params"], ADAPTERS: adapters}
+    return out, {**new_base, "params": new_params}
 
 
 @dataclasses.dataclass(frozen=True)
