@@ -48,6 +48,7 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
     "l1_sparse": {"learning_rate": 0.1, "epochs": 10, "alpha": 5e-4},
     "salun": {"learning_rate": 0.01, "epochs": 2},
     "boundary_shrink": {"learning_rate": 1e-3, "epochs": 10},
+    "svd": {"epochs": 1},  # one-shot: the projection happens in init
 }
 
 DEFAULT_METRICS = (
@@ -268,6 +269,7 @@ def _run_seed(cfg, seed, ds, workdir, cache_dir, progress, plots):
             forget_classes=split.forget_classes or None,
             example_input=split.retain["image"][:1],
             forget_set=split.forget,
+            retain_set=split.retain,
             **recipe,
         )
 

@@ -35,6 +35,7 @@ def _make(name, apply_fn, model, example, split, **kw):
         forget_classes=3,  # digits_class_split forgets class 3
         example_input=example,
         forget_set=split.forget,
+        retain_set=split.retain,
         **kw,
     )
 

@@ -37,8 +37,9 @@ def test_max_moves_forget_mass_to_top_retained_class(logits):
     keep = np.array([1, 2, 3, 5])
     top = keep[np.argmax(p[:, keep], axis=1)]
     rows = np.arange(len(p))
-    np.testing.assert_allclose(q[rows, top], p[rows, top] + p[:, 0] + p[:, 4],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        q[rows, top], p[rows, top] + p[:, 0] + p[:, 4], rtol=1e-5
+    )
     others = np.ones_like(p, bool)
     others[rows, top] = False
     others[:, [0, 4]] = False
@@ -52,8 +53,9 @@ def test_stable_when_the_forget_class_has_all_the_mass():
         assert bool(jnp.all(jnp.isfinite(q)))
         np.testing.assert_allclose(q.sum(-1), 1.0, rtol=1e-6)
     q = losses.reweighted_targets(z, 0)
-    np.testing.assert_allclose(q[0, 1:], jax.nn.softmax(jnp.array([0.0, -1.0])),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        q[0, 1:], jax.nn.softmax(jnp.array([0.0, -1.0])), rtol=1e-6
+    )
 
 
 def test_gradients_finite_at_extreme_logits():

@@ -43,6 +43,7 @@ from jaxunlearn.methods._sparse_salun_bu import (
     saliency_mask,
     salun,
 )
+from jaxunlearn.methods._svd import scaled_projection, svd, svd_unlearn
 
 __all__ = [
     "DRIVERS",
@@ -50,6 +51,9 @@ __all__ = [
     "l1_sparse",
     "saliency_mask",
     "salun",
+    "scaled_projection",
+    "svd",
+    "svd_unlearn",
     "Method",
     "UnlearnState",
     "default_tx",
