@@ -74,14 +74,27 @@ def _as_sets(data: Any) -> dict[str, dict[str, np.ndarray]]:
     )
 
 
+MODES = ("auto", "scan", "loop")
+
+
 class EpochRunner:
-    """Compiles one epoch of ``method.step`` under ``lax.scan``.
+    """Compiles one epoch of ``method.step``.
 
     An epoch is one pass over the method's driver set in batches of
     ``batch_size`` (last one padded and masked); every other set is cycled to
-    the same number of steps. The compiled function is
-    ``epoch(state, arrays, key) -> (state, metrics[num_steps])`` and donates
-    the state.
+    the same number of steps. Batches are gathered on device from an index plan
+    drawn from the key, so no shape changes. Two ways to run it:
+
+    * ``"scan"``: the whole epoch is one compiled ``lax.scan`` program;
+    * ``"loop"``: one compiled step (batch gather + ``method.step``) called once
+      per batch from Python, state donated, data on device.
+
+    ``"auto"`` (default) picks ``"loop"`` on the CPU backend when the step
+    contains a convolution and ``"scan"`` otherwise: XLA:CPU runs convolutions
+    inside a while loop (``lax.scan``) 30-80x slower than the same convolutions
+    outside one (measured in ``experiments/results/bench_train_cpu.json``),
+    while on GPUs and for dense models the scan is as fast or faster. Both modes
+    give the same result.
 
     ``replica_epoch`` is the same epoch vmapped over a leading replica axis of
     states, keys and (optionally) per-replica subsets of the driver set: K
@@ -95,6 +108,7 @@ class EpochRunner:
         ``"replica"`` axis (replicas sharded, for ``replica_epoch``).
       driver_steps: steps per epoch when training on subsets of the driver set
         (must cover the largest subset); default one pass over all of it.
+      mode: ``"auto"``, ``"scan"`` or ``"loop"``.
     """
 
     def __init__(
@@ -104,6 +118,7 @@ class EpochRunner:
         batch_size: int,
         mesh: Mesh | None = None,
         driver_steps: int | None = None,
+        mode: str = "auto",
     ):
         if method.driver not in sizes:
             raise ValueError(
@@ -122,15 +137,17 @@ class EpochRunner:
                 f"batch_size={batch_size} must be divisible by the mesh's data axis"
                 f" ({mesh.shape['data']} devices)."
             )
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         self.method = method
         self.sizes = dict(sizes)
         self.batch_size = batch_size
         self.mesh = mesh
+        self.mode = mode
         self.num_steps = driver_steps or data_lib.num_batches(
             sizes[method.driver], batch_size
         )
-        self._compiled = None
-        self._compiled_replicas = None
+        self._compiled = {}
         self.compile_time = 0.0
 
     def _plan(self, key, subset=None):
@@ -149,29 +166,34 @@ class EpochRunner:
                 )
         return plans
 
-    def _epoch(self, state, arrays, key, subset=None):
+    def _keyed_plan(self, key, subset=None):
         k_plan, k_step = jax.random.split(key)
-        plans = self._plan(k_plan, subset)
-        batch_sharding = (
-            NamedSharding(self.mesh, P("data"))
-            if self.mesh is not None and "data" in self.mesh.shape
-            else None
+        return k_step, self._plan(k_plan, subset)
+
+    def _step_on(self, state, arrays, xs, k_step):
+        batch = {
+            name: data_lib.gather(arrays[name], idx, mask)
+            for name, (idx, mask) in xs.items()
+        }
+        if self.mesh is not None and "data" in self.mesh.shape:
+            batch = jax.lax.with_sharding_constraint(
+                batch, NamedSharding(self.mesh, P("data"))
+            )
+        return self.method.step(state, batch, k_step)
+
+    def _epoch(self, state, arrays, key, subset=None):
+        k_step, plans = self._keyed_plan(key, subset)
+        return jax.lax.scan(
+            lambda st, xs: self._step_on(st, arrays, xs, k_step), state, plans
         )
-
-        def body(state, xs):
-            batch = {
-                name: data_lib.gather(arrays[name], idx, mask)
-                for name, (idx, mask) in xs.items()
-            }
-            if batch_sharding is not None:
-                batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-            return self.method.step(state, batch, k_step)
-
-        return jax.lax.scan(body, state, plans)
 
     def _replica_epoch(self, states, arrays, keys, subsets):
         in_axes = (0, None, 0, None if subsets is None else 0)
         return jax.vmap(self._epoch, in_axes=in_axes)(states, arrays, keys, subsets)
+
+    def _indexed_step(self, state, arrays, plans, s, k_step):
+        xs = jax.tree.map(lambda a: a[s], plans)
+        return self._step_on(state, arrays, xs, k_step)
 
     def place(self, tree):
         """Puts a pytree on the device(s): replicated over the mesh if any."""
@@ -186,39 +208,74 @@ class EpochRunner:
             return self.place(tree)
         return jax.device_put(tree, NamedSharding(self.mesh, P("replica")))
 
-    def compile_replicas(self, states, arrays, keys, subsets=None):
-        """Compiles :meth:`replica_epoch` (once); adds to ``compile_time``."""
-        if self._compiled_replicas is None:
-            t0 = time.perf_counter()
-            self._compiled_replicas = (
-                jax.jit(self._replica_epoch, donate_argnums=(0,))
-                .lower(states, arrays, keys, subsets)
+    def _build(self, replicas: bool, state, arrays, key, subset):
+        """Compiles the epoch for one or many replicas; returns a callable."""
+        t0 = time.perf_counter()
+        mode = self.mode
+        if mode in ("auto", "scan"):
+            epoch = self._replica_epoch if replicas else self._epoch
+            lowered = jax.jit(epoch, donate_argnums=(0,)).lower(
+                state, arrays, key, subset
+            )
+            if mode == "auto":
+                slow = jax.default_backend() == "cpu" and (
+                    "convolution" in lowered.as_text()
+                )
+                mode = "loop" if slow else "scan"
+        self.resolved_mode = mode
+        if mode == "scan":
+            compiled = lowered.compile()
+        else:
+            plan_fn = self._keyed_plan
+            step_fn = self._indexed_step
+            if replicas:
+                plan_fn = jax.vmap(plan_fn, in_axes=(0, None if subset is None else 0))
+                step_fn = jax.vmap(step_fn, in_axes=(0, None, 0, None, 0))
+            plan_c = jax.jit(plan_fn).lower(key, subset).compile()
+            k_step, plans = jax.eval_shape(plan_fn, key, subset)
+            steps = [jnp.asarray(i, jnp.int32) for i in range(self.num_steps)]
+            step_c = (
+                jax.jit(step_fn, donate_argnums=(0,))
+                .lower(state, arrays, plans, steps[0], k_step)
                 .compile()
             )
-            self.compile_time += time.perf_counter() - t0
-        return self._compiled_replicas
+
+            def compiled(state, arrays, key, subset=None):
+                k_step, plans = plan_c(key, subset)
+                history = []
+                for s in steps:
+                    state, metrics = step_c(state, arrays, plans, s, k_step)
+                    history.append(metrics)
+                axis = 1 if replicas else 0
+                return state, jax.tree.map(lambda *m: jnp.stack(m, axis=axis), *history)
+
+        self.compile_time += time.perf_counter() - t0
+        return compiled
+
+    def compile_replicas(self, states, arrays, keys, subsets=None):
+        """Compiles :meth:`replica_epoch` (once); adds to ``compile_time``."""
+        if "replicas" not in self._compiled:
+            self._compiled["replicas"] = self._build(
+                True, states, arrays, keys, subsets
+            )
+        return self._compiled["replicas"]
 
     def replica_epoch(self, states, arrays, keys, subsets=None):
         """One epoch for every replica: ``vmap`` of the epoch over axis 0 of
-        ``states``, ``keys`` ``[K]`` and ``subsets`` ``[K, n_driver]`` (bool)."""
+        ``states``, ``keys`` ``[K]`` and ``subsets`` ``[K, n_driver]`` (bool).
+        Metrics come back as ``[K, num_steps]``."""
         return self.compile_replicas(states, arrays, keys, subsets)(
             states, arrays, keys, subsets
         )
 
     def compile(self, state, arrays, key):
-        """Lowers and compiles the epoch; records ``compile_time`` in seconds."""
-        if self._compiled is None:
-            t0 = time.perf_counter()
-            self._compiled = (
-                jax.jit(self._epoch, donate_argnums=(0,))
-                .lower(state, arrays, key)
-                .compile()
-            )
-            self.compile_time = time.perf_counter() - t0
-        return self._compiled
+        """Compiles the epoch (once); records ``compile_time`` in seconds."""
+        if "single" not in self._compiled:
+            self._compiled["single"] = self._build(False, state, arrays, key, None)
+        return self._compiled["single"]
 
     def __call__(self, state, arrays, key):
-        return self.compile(state, arrays, key)(state, arrays, key)
+        return self.compile(state, arrays, key)(state, arrays, key, None)
 
 
 @dataclasses.dataclass

@@ -32,6 +32,8 @@ def test_bench_train_smoke(tmp_path):
             "scan_epoch_compile_s",
             "scan_epoch_s",
             "loop_epoch_s",
+            "host_loop_epoch_s",
+            "loop_epoch_compile_s",
         ):
             assert c[k] > 0, (c["case"], k)
 

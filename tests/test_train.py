@@ -219,3 +219,36 @@ def test_atomic_write_is_readable_and_leaves_no_temp_files(tmp_path):
     assert json.loads(path.read_text()) == {"a": [0, 1, 2]}
     assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's 0600
     assert [p.name for p in path.parent.iterdir()] == ["x.json"]
+
+
+@pytest.mark.parametrize(
+    "model_name,kw", [("mlp", {"hidden": (16,)}), ("cnn", {"widths": (4, 4, 4)})]
+)
+def test_scan_and_loop_epochs_agree_and_auto_avoids_scanned_convs_on_cpu(
+    digits_class_split, model_name, kw
+):
+    split = digits_class_split
+    model = models.get_model(model_name, 10, **kw)
+    apply_fn = models.make_apply_fn(model)
+    v = models.init(model, jax.random.key(0), split.retain["image"][:1])
+    method = methods.get("neggrad_plus", apply_fn=apply_fn, learning_rate=0.01)
+    sets = {
+        "retain": {k: x[:200] for k, x in split.retain.items()},
+        "forget": {k: x[:40] for k, x in split.forget.items()},
+    }
+    arrays = {
+        n: {"image": jnp.asarray(s["image"]), "label": jnp.asarray(s["label"])}
+        for n, s in sets.items()
+    }
+    sizes = {n: len(s["label"]) for n, s in sets.items()}
+    out = {}
+    for mode in ("scan", "loop", "auto"):
+        runner = train.EpochRunner(method, sizes, 32, mode=mode)
+        state = method.init(jax.tree.map(jnp.copy, v))
+        state, metrics = runner(state, arrays, jax.random.key(3))
+        out[mode] = (state.variables, metrics["loss"], runner.resolved_mode)
+    chex.assert_trees_all_close(out["scan"][0], out["loop"][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["scan"][1], out["loop"][1], rtol=1e-5)
+    assert out["auto"][2] == ("loop" if model_name == "cnn" else "scan")
+    with pytest.raises(ValueError, match="mode"):
+        train.EpochRunner(method, sizes, 32, mode="fast")
