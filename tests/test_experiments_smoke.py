@@ -49,3 +49,18 @@ def test_bench_eval_smoke(tmp_path):
     assert st["scan_loop"]["max_abs_logit_diff_vs_vmapped"] < 1e-3
     assert st["step_loop"]["max_abs_logit_diff_vs_vmapped"] < 1e-3
     assert res["lira_scoring"]["run_s"] > 0
+
+
+def test_rwft_class_unlearning_smoke(tmp_path):
+    mod = _load("rwft_class_unlearning")
+    res = mod.main(["--config", "smoke", "--workdir", str(tmp_path)])
+    for f in ("results.json", "report.md", "config.json", "confusion.png"):
+        assert (tmp_path / f).exists(), f
+    methods = {r["method"] for r in res["rows"]}
+    assert {"original", "retrain", "rwft_o", "rwft_2_o", "rw_a", "svd"} <= methods
+    assert res["ulira"] and res["multi_class"]
+    assert all(isinstance(c["holds"], bool) for c in res["checks"])
+    # every RWFT variant forgets the class completely, as in the paper
+    for r in res["rows"]:
+        if r["method"].startswith("rw"):
+            assert r["acc_test_forget"] == 0.0, r["method"]
