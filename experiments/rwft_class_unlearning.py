@@ -207,7 +207,8 @@ def _load(cfg: Config, seed: int):
     return ds
 
 
-def _run_method(cfg, name, model, apply_fn, original, split, seed, key):
+def _make_method(cfg, name, apply_fn, split):
+    """Builds method ``name`` of the config; returns ``(method, epochs)``."""
     registry_name, kw = cfg.methods[name]
     kw = dict(kw)
     epochs = int(kw.pop("epochs"))
@@ -221,12 +222,16 @@ def _run_method(cfg, name, model, apply_fn, original, split, seed, key):
         retain_set=split.retain,
         **kw,
     )
+    return method, epochs
+
+
+def _run_method(cfg, name, apply_fn, original, split, key):
+    method, epochs = _make_method(cfg, name, apply_fn, split)
     t0 = time.perf_counter()
     result = train.unlearn(
         method, original, split, epochs=epochs, batch_size=cfg.batch_size, key=key
     )
-    wall = time.perf_counter() - t0
-    return result, wall, method, epochs
+    return result, time.perf_counter() - t0
 
 
 def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
@@ -295,15 +300,8 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
                     if saved["row_key"] == row_key:
                         rows.append(saved["row"])
                         continue
-                result, wall, _, _ = _run_method(
-                    cfg,
-                    name,
-                    model,
-                    apply_fn,
-                    original,
-                    split,
-                    seed,
-                    jax.random.fold_in(key, i),
+                result, wall = _run_method(
+                    cfg, name, apply_fn, original, split, jax.random.fold_in(key, i)
                 )
                 rep = ev.evaluate(
                     apply_fn,
@@ -367,17 +365,10 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
                 if name == "retrain":
                     variables = retrained
                 else:
-                    variables = _run_method(
-                        cfg,
-                        name,
-                        model,
-                        apply_fn,
-                        original,
-                        split,
-                        seed,
-                        jax.random.key(seed),
-                    )[0]
-                    variables = variables.variables
+                    result, _ = _run_method(
+                        cfg, name, apply_fn, original, split, jax.random.key(seed)
+                    )
+                    variables = result.variables
                 rep = ev.evaluate(
                     apply_fn,
                     variables,
@@ -413,19 +404,7 @@ def _ulira(cfg, model, apply_fn, split, original, seed, log):
         return jax.vmap(ev.logit_confidence, in_axes=(0, None))(logits, labels)
 
     for name in cfg.ulira_methods:
-        registry_name, kw = cfg.methods[name]
-        kw = dict(kw)
-        epochs = int(kw.pop("epochs"))
-        method = methods.get(
-            registry_name,
-            apply_fn=apply_fn,
-            num_classes=split.num_classes,
-            forget_classes=split.forget_classes,
-            example_input=split.retain["image"][:1],
-            forget_set=split.forget,
-            retain_set=split.retain,
-            **kw,
-        )
+        method, epochs = _make_method(cfg, name, apply_fn, split)
         sh = train.ulira_shadows(
             model,
             split,

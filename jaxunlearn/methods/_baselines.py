@@ -28,6 +28,29 @@ def _tx(tx, learning_rate, momentum, weight_decay, trainable):
     return freeze_except(tx, trainable)
 
 
+def random_label_loss(apply_fn, num_classes: int):
+    """``CE(forget, random wrong labels) + w * CE(retain)``, fresh labels per step
+    (shared by ``random_label`` and ``salun``)."""
+
+    def loss_fn(variables, batch, key, hparams, extra):
+        k_lab, k_f, k_r = jax.random.split(key, 3)
+        fake = random_other_labels(k_lab, batch["forget"]["label"], num_classes)
+        ce_f, variables, acc_f = batch_ce(
+            apply_fn, variables, batch["forget"], k_f, labels=fake
+        )
+        ce_r, variables, acc_r = batch_ce(apply_fn, variables, batch["retain"], k_r)
+        loss = ce_f + hparams["retain_weight"] * ce_r
+        metrics = {
+            "forget_random_ce": ce_f,
+            "retain_ce": ce_r,
+            "forget_acc": acc_f,
+            "retain_acc": acc_r,
+        }
+        return loss, (variables, metrics)
+
+    return loss_fn
+
+
 def _retain_ce(apply_fn):
     def loss_fn(variables, batch, key, hparams, extra):
         loss, variables, acc = batch_ce(apply_fn, variables, batch["retain"], key)
@@ -203,22 +226,7 @@ def random_label(
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"random_label needs num_classes >= 2, got {num_classes!r}.")
 
-    def loss_fn(variables, batch, key, hparams, extra):
-        k_lab, k_f, k_r = jax.random.split(key, 3)
-        fake = random_other_labels(k_lab, batch["forget"]["label"], num_classes)
-        ce_f, variables, acc_f = batch_ce(
-            apply_fn, variables, batch["forget"], k_f, labels=fake
-        )
-        ce_r, variables, acc_r = batch_ce(apply_fn, variables, batch["retain"], k_r)
-        loss = ce_f + hparams["retain_weight"] * ce_r
-        metrics = {
-            "forget_random_ce": ce_f,
-            "retain_ce": ce_r,
-            "forget_acc": acc_f,
-            "retain_acc": acc_r,
-        }
-        return loss, (variables, metrics)
-
+    loss_fn = random_label_loss(apply_fn, num_classes)
     return gradient_method(
         loss_fn,
         _tx(tx, learning_rate, momentum, weight_decay, trainable),

@@ -14,7 +14,8 @@ import optax
 
 from jaxunlearn import losses
 from jaxunlearn.methods._base import Method, default_tx, gradient_method, register
-from jaxunlearn.methods._common import batch_ce, random_other_labels
+from jaxunlearn.methods._baselines import random_label_loss
+from jaxunlearn.methods._common import batch_ce
 from jaxunlearn.types import ApplyFn
 
 
@@ -144,21 +145,7 @@ def salun(
     if forget_set is None:
         raise ValueError("salun needs forget_set= (the forget images and labels).")
 
-    def loss_fn(variables, batch, key, hparams, extra):
-        k_lab, k_f, k_r = jax.random.split(key, 3)
-        fake = random_other_labels(k_lab, batch["forget"]["label"], num_classes)
-        ce_f, variables, acc_f = batch_ce(
-            apply_fn, variables, batch["forget"], k_f, labels=fake
-        )
-        ce_r, variables, acc_r = batch_ce(apply_fn, variables, batch["retain"], k_r)
-        loss = ce_f + hparams["retain_weight"] * ce_r
-        metrics = {
-            "forget_random_ce": ce_f,
-            "retain_ce": ce_r,
-            "forget_acc": acc_f,
-            "retain_acc": acc_r,
-        }
-        return loss, (variables, metrics)
+    loss_fn = random_label_loss(apply_fn, num_classes)
 
     inner = default_tx(
         tx, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
