@@ -85,8 +85,17 @@ def _paths(cache_dir: str, key: str) -> tuple[str, str]:
     )
 
 
-def save(cache_dir: str, manifest: Mapping[str, Any], variables: Any) -> str:
-    """Saves ``variables`` under the hash of ``manifest``; returns the hash."""
+def save(
+    cache_dir: str,
+    manifest: Mapping[str, Any],
+    variables: Any,
+    info: Mapping[str, Any] | None = None,
+) -> str:
+    """Saves ``variables`` under the hash of ``manifest``; returns the hash.
+
+    ``info`` (JSON-serialisable, e.g. training times) is stored beside the
+    manifest and returned by :func:`load_info`; it is not part of the key.
+    """
     key = manifest_hash(manifest)
     blob_path, meta_path = _paths(cache_dir, key)
     host = jax.tree.map(np.asarray, jax.device_get(variables))
@@ -96,6 +105,7 @@ def save(cache_dir: str, manifest: Mapping[str, Any], variables: Any) -> str:
         "manifest": manifest,
         "sha256": hashlib.sha256(blob).hexdigest(),
         "bytes": len(blob),
+        "info": dict(info or {}),
     }
     atomic_write_json(meta_path, meta)
     return key
@@ -144,3 +154,13 @@ def load(
                 os.unlink(p)
         return None
     return tree
+
+
+def load_info(cache_dir: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``info`` saved with the entry for ``manifest`` ({} if none)."""
+    _, meta_path = _paths(cache_dir, manifest_hash(manifest))
+    try:
+        with open(meta_path) as f:
+            return dict(json.load(f).get("info", {}))
+    except (OSError, ValueError):
+        return {}

@@ -491,7 +491,14 @@ def _train_cached(
     if cache_dir is not None:
         cached = cache.load(cache_dir, manifest, like=like)
         if cached is not None:
-            info.update(cache="hit", compile_time=0.0, run_time=0.0, history=[])
+            saved = cache.load_info(cache_dir, manifest)
+            # times of the run that built the entry (so reports stay meaningful)
+            info.update(
+                cache="hit",
+                compile_time=float(saved.get("compile_time", 0.0)),
+                run_time=float(saved.get("run_time", 0.0)),
+                history=saved.get("history", []),
+            )
             return jax.tree.map(jnp.asarray, cached), info
     variables = models.init(model, k_init, example)
     result = fit(
@@ -499,7 +506,16 @@ def _train_cached(
     )
     variables = jax.device_get(result.variables)
     if cache_dir is not None:
-        cache.save(cache_dir, manifest, variables)
+        cache.save(
+            cache_dir,
+            manifest,
+            variables,
+            info={
+                "compile_time": result.compile_time,
+                "run_time": result.run_time,
+                "history": result.history,
+            },
+        )
     info.update(
         cache="miss" if cache_dir is not None else "off",
         compile_time=result.compile_time,

@@ -182,6 +182,8 @@ def test_original_and_retrain_are_cached_and_corruption_is_rebuilt(
     v1, i1 = train.train_original(model, split, cfg, seed=0, cache_dir=d)
     v2, i2 = train.train_original(model, split, cfg, seed=0, cache_dir=d)
     assert (i1["cache"], i2["cache"]) == ("miss", "hit")
+    # a cache hit reports the times of the run that built the entry
+    assert i2["run_time"] == pytest.approx(i1["run_time"]) and i2["run_time"] > 0
     chex.assert_trees_all_close(v1, v2)
     # another seed or config is another entry
     _, i3 = train.train_original(model, split, cfg, seed=1, cache_dir=d)
