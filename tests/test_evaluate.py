@@ -120,3 +120,21 @@ def test_shadow_pool_segments(digits_class_split):
     np.testing.assert_array_equal(
         pool["label"][seg["forget"]], digits_class_split.forget["label"]
     )
+
+
+def test_diverged_model_reports_accuracy_and_says_so(digits_class_split):
+    import jax
+
+    split = digits_class_split
+    model = models.get_model("mlp", 10, hidden=(8,))
+    v = models.init(model, jax.random.key(0), split.retain["image"][:1])
+    v = {"params": jax.tree.map(lambda p: p * np.nan, v["params"])}
+    rep = eval.evaluate(
+        models.make_apply_fn(model),
+        v,
+        split,
+        metrics=("accuracy", "mia_logreg", "nomus"),
+    )
+    assert rep.values["diverged"] is True
+    assert rep.metrics == ("accuracy",)
+    assert "mia_accuracy" not in rep.values and "acc_retain" in rep.values

@@ -44,7 +44,6 @@ from jaxunlearn.eval._report import (
     shadow_pool,
 )
 from jaxunlearn.eval._stats import aggregate, bootstrap_ci, mean_std
-from jaxunlearn.eval._summary import evaluate_split
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -54,7 +53,6 @@ __all__ = [
     "confusion_matrix",
     "EvalReport",
     "evaluate",
-    "evaluate_split",
     "forgetting_score",
     "lira",
     "logit_confidence",

@@ -390,7 +390,9 @@ def evaluate(
         model (default: ``train.predict(apply_fn, variables, x)``).
 
     Returns:
-      An :class:`EvalReport`.
+      An :class:`EvalReport`. ``values["diverged"]`` is True when the model's
+      logits are not finite; then only ``accuracy`` is computed and the other
+      requested metrics are absent (listed in ``metrics`` only if they ran).
 
     Examples:
       >>> import jax
@@ -425,14 +427,27 @@ def evaluate(
         for dep in _METRICS[m][2] + (m,):
             if dep not in order:
                 order.append(dep)
-    values: dict[str, float] = {}
+    values: dict[str, Any] = {}
+    finite = all(
+        np.isfinite(ctx.logits(part)).all() for part in ("retain", "forget", "test")
+    )
+    values["diverged"] = not finite
+    if not finite:
+        # A diverged model (inf / nan logits) has accuracies but no meaningful
+        # attack or distance: say so explicitly instead of feeding non-finite
+        # values to the metrics (which would raise).
+        order = [m for m in order if m == "accuracy"]
     for m in order:
         fn, _, deps = _METRICS[m]
         values.update(fn(ctx, values) if deps else fn(ctx))
-    arrays = {
-        "forget_losses": ctx.losses("forget"),
-        "unseen_losses": ctx.losses("test")[ctx.unseen_mask],
-    }
+    arrays = (
+        {
+            "forget_losses": ctx.losses("forget"),
+            "unseen_losses": ctx.losses("test")[ctx.unseen_mask],
+        }
+        if finite
+        else {}
+    )
     return EvalReport(
         values=values,
         metrics=tuple(order),
