@@ -74,6 +74,22 @@ def _as_sets(data: Any) -> dict[str, dict[str, np.ndarray]]:
     )
 
 
+def _host_arrays(data: Any):
+    """Validated float32 / int32 numpy sets of ``data`` and their sizes."""
+    arrays = {}
+    for name, part in _as_sets(data).items():
+        if len(part["image"]) != len(part["label"]):
+            raise ValueError(
+                f"data[{name!r}] has {len(part['image'])} images but"
+                f" {len(part['label'])} labels."
+            )
+        arrays[name] = {
+            "image": np.asarray(part["image"], np.float32),
+            "label": np.asarray(part["label"], np.int32),
+        }
+    return arrays, {name: len(a["label"]) for name, a in arrays.items()}
+
+
 MODES = ("auto", "scan", "loop")
 
 
@@ -357,21 +373,7 @@ def unlearn(
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}.")
-    sets = _as_sets(data)
-    for name, s in sets.items():
-        if len(s["image"]) != len(s["label"]):
-            raise ValueError(
-                f"data[{name!r}] has {len(s['image'])} images but"
-                f" {len(s['label'])} labels."
-            )
-    arrays = {
-        name: {
-            "image": np.asarray(s["image"], np.float32),
-            "label": np.asarray(s["label"], np.int32),
-        }
-        for name, s in sets.items()
-    }
-    sizes = {name: len(a["label"]) for name, a in arrays.items()}
+    arrays, sizes = _host_arrays(data)
     runner = EpochRunner(method, sizes, batch_size, mesh)
     # Same key derivation as unlearn_replicas, so replica k == unlearn(keys[k]).
     state = method.init(variables, key=jax.random.fold_in(key, 0), hparams=hparams)
@@ -613,15 +615,7 @@ def unlearn_replicas(
       An :class:`UnlearnResult` whose ``state`` and ``history`` entries have a
       leading replica axis (history values are lists of K floats).
     """
-    sets = _as_sets(data)
-    arrays = {
-        name: {
-            "image": np.asarray(s["image"], np.float32),
-            "label": np.asarray(s["label"], np.int32),
-        }
-        for name, s in sets.items()
-    }
-    sizes = {name: len(a["label"]) for name, a in arrays.items()}
+    arrays, sizes = _host_arrays(data)
     runner = EpochRunner(method, sizes, batch_size, mesh)
     num = keys.shape[0]
     hp = None
