@@ -353,7 +353,9 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
                         },
                     )
             if j == 0 and seed == cfg.seeds[0] and cfg.ulira_models >= 3:
-                ulira_rows += _ulira(cfg, model, apply_fn, split, original, seed, log)
+                ulira_rows += _ulira(
+                    cfg, model, apply_fn, split, original, seed, log, cache_dir
+                )
         for classes in cfg.multi_class:
             split = data.split(ds, "class", forget_classes=list(classes), seed=seed)
             original, _ = train.train_original(
@@ -397,7 +399,7 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
     )
 
 
-def _ulira(cfg, model, apply_fn, split, original, seed, log):
+def _ulira(cfg, model, apply_fn, split, original, seed, log, cache_dir=None):
     out = []
     labels = split.forget["label"]
 
@@ -415,6 +417,7 @@ def _ulira(cfg, model, apply_fn, split, original, seed, log):
             unlearn_epochs=epochs,
             unlearn_batch_size=cfg.batch_size,
             seed=seed + 500,
+            cache_dir=cache_dir,  # shadow originals / retrained: shared by methods
         )
         target = train.unlearn(
             method,

@@ -64,3 +64,50 @@ def test_rwft_class_unlearning_smoke(tmp_path):
     for r in res["rows"]:
         if r["method"].startswith("rw"):
             assert r["acc_test_forget"] == 0.0, r["method"]
+
+
+def test_distributional_gaussians_smoke(tmp_path):
+    mod = _load("distributional_gaussians")
+    res = mod.main(["--config", "smoke", "--workdir", str(tmp_path)])
+    for f in ("results.json", "report.md", "frontier.png", "removal.png"):
+        assert (tmp_path / f).exists(), f
+    saved = json.load(open(tmp_path / "results.json"))
+    assert set(saved["removal"]) == {"low", "high"}
+    for regime in ("low", "high"):
+        r = res["removal"][regime]
+        # Deleting nothing: every score gives the same refit.
+        first = {s: [a[0] for a in v["alpha"]] for s, v in r["scores"].items()}
+        assert len({tuple(v) for v in first.values()}) == 1
+        # Deleting everything: q is fit on p2 alone, removal ~ Delta.
+        last = [a[-1] for a in r["scores"]["random"]["alpha"]]
+        assert abs(sum(last) / len(last) - r["delta"]) < 0.5 * r["delta"] + 0.05
+        s = r["savings"]
+        assert s["selective_pct"] < s["random_pct"]
+    # The lower envelope of estimated pairs sits on the closed form at
+    # alpha <= Delta (eps ~ 0), and the bounds held in every smoke draw.
+    for c in res["frontier"]["curves"]:
+        assert c["max_eps_below_threshold"] < 1e-3
+    for r in res["removal"].values():
+        assert min(r["bound_held_fraction"].values()) >= 0.95
+
+
+def test_distributional_images_smoke(tmp_path):
+    mod = _load("distributional_images")
+    res = mod.main(["--config", "smoke", "--workdir", str(tmp_path)])
+    for f in ("results.json", "report.md", "accuracy.png"):
+        assert (tmp_path / f).exists(), f
+    rows = res["rows"]
+    # 0% and 100% are shared by every score; the middle fraction once per score.
+    assert {r["score"] for r in rows} == {"all", "random", "lr_maha", "knn_ratio"}
+    pool = {r["kept_count"] + r["removed_count"] for r in rows}
+    assert len(pool) == 1  # every model trains on a subset of one pool
+    for r in rows:
+        expected = int(r["fraction"] * r["forget_size"] + 0.5)
+        assert r["removed_count"] == expected
+    full = [r for r in rows if r["fraction"] == 1.0]
+    assert full[0]["acc_forget"] == 0.0  # never saw the class
+    none = [r for r in rows if r["fraction"] == 0.0]
+    assert none[0]["acc_forget"] > 0.5
+    # Resuming reuses the finished seed's rows.
+    again = mod.main(["--config", "smoke", "--workdir", str(tmp_path)])
+    assert again["rows"] == json.loads(json.dumps(rows))

@@ -254,3 +254,41 @@ def test_scan_and_loop_epochs_agree_and_auto_avoids_scanned_convs_on_cpu(
     assert out["auto"][2] == ("loop" if model_name == "cnn" else "scan")
     with pytest.raises(ValueError, match="mode"):
         train.EpochRunner(method, sizes, 32, mode="fast")
+
+
+def test_sequential_replicas_match_vmapped_and_auto_picks_them_for_cpu_convs(
+    digits_class_split,
+):
+    split = digits_class_split
+    model = models.get_model("cnn", 10, widths=(4, 4, 4))
+    apply_fn = models.make_apply_fn(model)
+    method = methods.get("finetune", apply_fn=apply_fn, learning_rate=0.05)
+    retain = {k: jnp.asarray(x[:96]) for k, x in split.retain.items()}
+    arrays = {"retain": retain}
+    keys = jax.random.split(jax.random.key(5), 3)
+    v = jax.vmap(lambda k: models.init(model, k, split.retain["image"][:1]))(keys)
+    subsets = jnp.asarray(np.random.default_rng(0).random((3, 96)) < 0.7)
+    out = {}
+    for mode in ("loop", "sequential", "auto"):
+        runner = train.EpochRunner(method, {"retain": 96}, 16, mode=mode)
+        states = jax.vmap(method.init)(jax.tree.map(jnp.copy, v))
+        states, metrics = runner.replica_epoch(states, arrays, keys, subsets)
+        out[mode] = (states.variables, metrics["loss"], runner.resolved_mode)
+    # "loop" vmaps the step over replicas; "sequential" runs them one by one.
+    chex.assert_trees_all_close(
+        out["loop"][0], out["sequential"][0], rtol=1e-4, atol=1e-5
+    )
+    assert out["sequential"][1].shape == (3, 6)
+    np.testing.assert_allclose(out["loop"][1], out["sequential"][1], rtol=1e-4)
+    assert out["auto"][2] == "sequential"
+
+
+def test_predict_matches_direct_apply_for_a_cnn(digits_class_split):
+    model = models.get_model("cnn", 10, widths=(4, 4, 4))
+    apply_fn = models.make_apply_fn(model)
+    images = split_images = digits_class_split.test["image"][:70]
+    v = models.init(model, jax.random.key(0), split_images[:1])
+    got = train.predict(apply_fn, v, images, batch_size=32)  # 3 batches, padded
+    want = np.asarray(apply_fn(v, jnp.asarray(images), train=False)[0])
+    assert got.shape == (70, 10)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

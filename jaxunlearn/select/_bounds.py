@@ -67,6 +67,9 @@ def folded_normal_quantile(u, loc, scale, *, steps: int = 80):
     """
     u = jnp.asarray(u, jnp.float32)
     loc = jnp.abs(jnp.asarray(loc, jnp.float32))
+    scale = jnp.asarray(scale, jnp.float32)
+    shape = jnp.broadcast_shapes(u.shape, loc.shape, scale.shape)
+    u, loc, scale = (jnp.broadcast_to(v, shape) for v in (u, loc, scale))
     hi0 = loc + 40.0 * scale
 
     def body(_, carry):

@@ -32,10 +32,10 @@ def select_for_removal(scores, budget):
 
 
 def budget_from_fraction(fraction, num: int) -> int:
-    """``round(fraction * num)`` with the fraction checked to lie in [0, 1]."""
+    """``fraction * num`` rounded half up, the fraction checked to lie in [0, 1]."""
     if not 0.0 <= float(fraction) <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}.")
-    return int(round(float(fraction) * num))
+    return int(np.floor(float(fraction) * num + 0.5))  # halves round up
 
 
 def _digest(idx: np.ndarray) -> str:
@@ -77,6 +77,8 @@ def edit_dataset(
         raise ValueError(f"forget_indices must lie in [0, {num_examples}).")
     if np.unique(forget_indices).size != forget_indices.size:
         raise ValueError("forget_indices contains duplicates.")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise TypeError(f"budget must be an int, got {type(budget).__name__}.")
     if not 0 <= int(budget) <= forget_indices.size:
         raise ValueError(
             f"budget must be in [0, {forget_indices.size}] (the forget set size),"

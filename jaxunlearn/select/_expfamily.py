@@ -176,7 +176,11 @@ def exp_family_frontier(
     lo, hi = jax.lax.fori_loop(0, bisection_steps, bisect, (lo, hi))
     # hi always satisfies the constraint; in floating point it is the answer.
     t = jnp.where(alpha <= delta, 0.0, hi)
-    _, theta_q = removal(t)
+    value, theta_q = removal(t)
+    # The bracket end must itself be a representable in-domain point that
+    # reaches alpha; otherwise (alpha beyond what the mean space / float32
+    # allows) the answer is inf, never the p2 fallback used inside removal().
+    reachable = reachable & jnp.isfinite(value)
     theta_q = jnp.where(alpha <= delta, theta2, theta_q)
     eps = family.kl(theta2, theta_q)
     eps = jnp.where(alpha <= delta, 0.0, jnp.where(reachable, eps, jnp.inf))

@@ -106,5 +106,9 @@ def optimal_edit(mu1, mu2, cov, alpha):
     mu1 = jnp.asarray(mu1, jnp.float32)
     mu2 = jnp.asarray(mu2, jnp.float32)
     delta = gaussian_kl(mu1, mu2, cov)
-    scale = jnp.maximum(1.0, jnp.sqrt(jnp.asarray(alpha, jnp.float32) / delta))
+    alpha = jnp.asarray(alpha, jnp.float32)
+    # alpha <= delta (including mu1 == mu2, alpha = 0): q = p2. With mu1 ==
+    # mu2 and alpha > 0 there is no direction to move in: the result is NaN.
+    ratio = alpha / jnp.where(delta > 0, delta, jnp.nan)
+    scale = jnp.where(alpha <= delta, 1.0, jnp.sqrt(ratio))
     return mu1 + scale * (mu2 - mu1)

@@ -57,7 +57,11 @@ def lr_maha(x, mu1, mu2, precision):
 
 
 def norm(x):
-    """``||x||_2`` (``l2-norm`` / ``tfidf-norm``)."""
+    """``||x||_2`` (``l2-norm`` / ``tfidf-norm``).
+
+    On TF-IDF rows use the un-normalised matrix (``norm=None``): sklearn's
+    default rows all have norm 1 and the ranking would be float noise.
+    """
     return jnp.linalg.norm(x, axis=-1)
 
 
@@ -90,7 +94,7 @@ def knn_sq_distances(x, reference, k: int, *, chunk_size: int = 256):
 def _log_knn_density(sq, dim):
     """Gaussian-kernel density over the k neighbours, bandwidth = k-th NN distance."""
     k = sq.shape[1]
-    h2 = jnp.maximum(sq[:, -1], 1e-12)
+    h2 = jnp.maximum(sq[:, -1], 1e-12)  # bandwidth >= 1e-6
     kernel = jax.nn.logsumexp(-sq / (2 * h2[:, None]), axis=1) - jnp.log(k)
     return kernel - 0.5 * dim * jnp.log(2 * jnp.pi * h2)
 
@@ -104,6 +108,10 @@ def knn_ratio(x, p1, p2, *, k: int = 10, exclude_self: bool = True, chunk_size=2
     k-NN density ``~ 1 / h^D``). With ``exclude_self`` (``x`` is a subset of
     ``p1``, the usual case) the nearest P1 neighbour -- the point itself -- is
     dropped. ``k = 10`` by default (the paper does not state it).
+
+    The ``D log h`` normalisation makes the score scale with the dimension
+    (hundreds in a 6,000-word TF-IDF space); only the ranking matters. Exact
+    duplicates give a zero bandwidth, clamped to ``1e-6`` distance.
     """
     extra = 1 if exclude_self else 0
     sq1 = knn_sq_distances(x, p1, k + extra, chunk_size=chunk_size)[:, extra:]
@@ -159,12 +167,13 @@ def fit_gaussian(x, *, covariance: str = "ridge", ridge: float = 1e-6):
     x = jnp.asarray(x, jnp.float32)
     mean = jnp.mean(x, axis=0)
     if covariance == "ledoit_wolf":
-        cov, _ = ledoit_wolf(x)
+        cov64 = np.asarray(ledoit_wolf(x)[0], np.float64)
     else:
-        xc = x - mean
-        cov = xc.T @ xc / x.shape[0] + ridge * jnp.eye(x.shape[1])
-    # Decide singularity in float64 on the host: a clear error beats NaN scores.
-    cov64 = np.asarray(cov, np.float64)
+        # float64 on the host: float32 rounding would lift the zero
+        # eigenvalues of a rank-deficient covariance to ~1e-8 relative.
+        x64 = np.asarray(x, np.float64)
+        xc = x64 - x64.mean(axis=0)
+        cov64 = xc.T @ xc / x64.shape[0] + ridge * np.eye(x64.shape[1])
     eig = np.linalg.eigvalsh(cov64)
     if eig[0] <= 1e-10 * max(eig[-1], 1e-30):
         raise ValueError(
@@ -188,6 +197,9 @@ def score(
     chunk_size: int = 256,
 ):
     """Scores every row of ``forget`` (P1) by ``name`` against ``retain`` (P2).
+
+    Dense arrays only; for sparse TF-IDF call the functions above with the
+    means computed from the sparse matrix (``experiments/distributional_text.py``).
 
     Args:
       name: one of :data:`SCORES`.
