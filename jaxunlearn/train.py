@@ -873,76 +873,9 @@ def train_models(
     t0 = time.perf_counter()
     if runner.resolved_mode == "sequential":
         # CPU + convolutions: score model by model (see EpochRunner).
-        logits, score_compile = {}, 0.0
-        for name, part in sets.items():
-            per_model = [
-                predict(
-                    apply_fn,
-                    jax.tree.map(lambda x, k=k: x[k], states.variables),
-                    part["image"],
-                )
-                for k in range(num_models)
-            ]
-            logits[name] = np.stack(per_model)
-        return _finish_models(
-            inclusion,
-            logits,
-            runner,
-            states,
-            score_compile,
-            run_time,
-            t0,
-            cache_dir,
-            manifest,
-            key_hash,
-            keep_variables,
-        )
-    score_fn = jax.jit(
-        jax.vmap(
-            lambda v, x: jax.lax.map(lambda b: apply_fn(v, b, train=False)[0], x),
-            in_axes=(0, None),
-        )
-    )
-    logits = {}
-    score_compile = 0.0
-    for name, part in sets.items():
-        n = len(part["label"])
-        stacked = data_lib.padded_batches({"image": part["image"]}, min(512, n))[
-            "image"
-        ]
-        c0 = time.perf_counter()
-        compiled = score_fn.lower(states.variables, stacked).compile()
-        score_compile += time.perf_counter() - c0
-        out = np.asarray(compiled(states.variables, stacked))
-        logits[name] = out.reshape(num_models, -1, out.shape[-1])[:, :n]
-    return _finish_models(
-        inclusion,
-        logits,
-        runner,
-        states,
-        score_compile,
-        run_time,
-        t0,
-        cache_dir,
-        manifest,
-        key_hash,
-        keep_variables,
-    )
-
-
-def _finish_models(
-    inclusion,
-    logits,
-    runner,
-    states,
-    score_compile,
-    run_time,
-    t0,
-    cache_dir,
-    manifest,
-    key_hash,
-    keep_variables,
-):
+        logits, score_compile = _score_each(apply_fn, states.variables, sets), 0.0
+    else:
+        logits, score_compile = _score_vmapped(apply_fn, states.variables, sets)
     run_time += time.perf_counter() - t0 - score_compile
     result = ShadowResult(
         inclusion=inclusion,
@@ -956,6 +889,47 @@ def _finish_models(
     if cache_dir is not None and not keep_variables:
         cache.save(cache_dir, manifest, {"inclusion": inclusion, "logits": logits})
     return result
+
+
+def _score_each(apply_fn, stacked_variables, sets):
+    """``{set: [K, n, C]}`` eval logits, one model at a time."""
+    num_models = jax.tree.leaves(stacked_variables)[0].shape[0]
+    return {
+        name: np.stack(
+            [
+                predict(
+                    apply_fn,
+                    jax.tree.map(lambda x, k=k: x[k], stacked_variables),
+                    part["image"],
+                )
+                for k in range(num_models)
+            ]
+        )
+        for name, part in sets.items()
+    }
+
+
+def _score_vmapped(apply_fn, stacked_variables, sets):
+    """``({set: [K, n, C]}, compile seconds)``: all models as one program."""
+    num_models = jax.tree.leaves(stacked_variables)[0].shape[0]
+    score_fn = jax.jit(
+        jax.vmap(
+            lambda v, x: jax.lax.map(lambda b: apply_fn(v, b, train=False)[0], x),
+            in_axes=(0, None),
+        )
+    )
+    logits, score_compile = {}, 0.0
+    for name, part in sets.items():
+        n = len(part["label"])
+        stacked = data_lib.padded_batches({"image": part["image"]}, min(512, n))[
+            "image"
+        ]
+        c0 = time.perf_counter()
+        compiled = score_fn.lower(stacked_variables, stacked).compile()
+        score_compile += time.perf_counter() - c0
+        out = np.asarray(compiled(stacked_variables, stacked))
+        logits[name] = out.reshape(num_models, -1, out.shape[-1])[:, :n]
+    return logits, score_compile
 
 
 def train_shadow_models(
