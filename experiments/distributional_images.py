@@ -163,7 +163,8 @@ def run_seed(cfg: Config, seed: int, workdir: str, log=print) -> dict[str, Any]:
             )
             m = np.zeros(len(pool["label"]), bool)
             m[kept] = True
-            jobs.append({"score": s, "fraction": float(frac), **manifest})
+            manifest["removed_fraction"] = manifest.pop("fraction")
+            jobs.append({**manifest, "score": s, "fraction": float(frac)})
             masks.append(m)
     masks = np.stack(masks)
 
@@ -226,10 +227,11 @@ def _curves(cfg, rows):
     out = {s: {} for s in cfg.scores}
     for r in rows:
         targets = cfg.scores if r["score"] == "all" else [r["score"]]
+        # Snap to the configured fraction (rows from before removed_fraction
+        # was split out carry the realised budget / size instead).
+        frac = min(cfg.fractions, key=lambda f: abs(f - r["fraction"]))
         for s in targets:
-            out[s].setdefault(r["fraction"], []).append(
-                (r["acc_forget"], r["acc_other"])
-            )
+            out[s].setdefault(float(frac), []).append((r["acc_forget"], r["acc_other"]))
     return {s: dict(sorted(v.items())) for s, v in out.items()}
 
 
