@@ -58,6 +58,11 @@ def test_rwft_class_unlearning_smoke(tmp_path):
         assert (tmp_path / f).exists(), f
     methods = {r["method"] for r in res["rows"]}
     assert {"original", "retrain", "rwft_o", "rwft_2_o", "rw_a", "svd"} <= methods
+    # --report-only re-renders from results.json without training.
+    (tmp_path / "report.md").unlink()
+    again = mod.main(["--workdir", str(tmp_path), "--report-only"])
+    assert (tmp_path / "report.md").exists()
+    assert again["checks"] == json.loads(json.dumps(res["checks"]))
     assert res["ulira"] and res["multi_class"]
     assert all(isinstance(c["holds"], bool) for c in res["checks"])
     # every RWFT variant forgets the class completely, as in the paper
