@@ -760,20 +760,8 @@ def _report(cfg, cfg_json, workdir, rows, data_info, reused_seeds, timing):
                 else ""
             ),
         ]
-    lines += [
-        "",
-        "## Recall(spam) on the test split (mean ± std over seeds)",
-        "",
-        "| score | " + " | ".join(_pct(f) for f in rep_fr) + " |",
-        "|---|" + "---|" * len(rep_fr),
-    ]
-    for n in cfg.scores:
-        lines.append(
-            f"| {SCORE_LABELS.get(n, n)} | "
-            + " | ".join(_fmt(by[(n, f)]["recall_spam"]) for f in rep_fr)
-            + " |"
-        )
     for metric, title in (
+        ("recall_spam", "Recall(spam) on the test split"),
         ("f1_ham", "F1 of the ham class"),
         ("macro_f1", "Macro-F1 (both classes)"),
         ("acc_ham", "Accuracy on the ham test messages"),
