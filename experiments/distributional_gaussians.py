@@ -163,23 +163,6 @@ def frontier_part(cfg: Config, key) -> dict[str, Any]:
 # --------------------------------------------------------------------------- #
 
 
-def _scores(name, x1, x2, key, k):
-    f1, f2 = x1[:, None], x2[:, None]
-    if name == "random":
-        return select.random(key, x1.shape[0])
-    if name == "norm":
-        return select.norm(f1)
-    if name == "knn_ratio":
-        return select.knn_ratio(f1, f1, f2, k=k)
-    mu2 = jnp.mean(f2, axis=0)
-    precision = 1.0 / jnp.var(f2, axis=0, keepdims=True)
-    if name == "maha_mu2":
-        return select.maha_mu2(f1, mu2, precision)
-    if name == "lr_maha":
-        return select.lr_maha(f1, jnp.mean(f1, axis=0), mu2, precision)
-    raise ValueError(f"unknown score {name!r}; valid: {', '.join(SCORES)}.")
-
-
 def _kl_curves(x1, x2, scores, budgets, mu2):
     """Removal / preservation KL of the refit (sigma = 1 known) per budget."""
 
@@ -204,7 +187,8 @@ def removal_part(cfg: Config, key, log=print) -> dict[str, Any]:
             x1 = jax.random.normal(k1, (cfg.n1,))
             x2 = mu2 + jax.random.normal(k2, (cfg.n2,))
             for s in cfg.scores:
-                sc = _scores(s, x1, x2, k3, cfg.knn_k)
+                # 1-D features; the precision scale does not change rankings.
+                sc = select.score(s, x1[:, None], x2[:, None], key=k3, k=cfg.knn_k)
                 a, e = curves_fn(x1, x2, sc, jnp.asarray(budgets), mu2)
                 per_score[s]["alpha"].append(np.asarray(a).tolist())
                 per_score[s]["eps"].append(np.asarray(e).tolist())

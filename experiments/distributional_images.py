@@ -33,7 +33,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn import cache, data, models, select, train
@@ -105,14 +104,6 @@ def _subsample(part, n, seed):
     return {k: v[keep] for k, v in part.items()}
 
 
-def _features(apply_fn, variables, images, batch=512):
-    fn = jax.jit(lambda v, x: apply_fn(v, x, train=False, return_features=True)[0][1])
-    out = []
-    for i in range(0, len(images), batch):
-        out.append(np.asarray(fn(variables, jnp.asarray(images[i : i + batch]))))
-    return np.concatenate(out)
-
-
 def _scores(cfg, name, f1, f2, key):
     return np.asarray(
         select.score(
@@ -142,7 +133,7 @@ def run_seed(cfg: Config, seed: int, workdir: str, log=print) -> dict[str, Any]:
         model, pool, cfg.training, inclusion=all_in, seed=seed, keep_variables=True
     )
     variables = jax.tree.map(lambda x: x[0], feat_model.variables)
-    feats = _features(apply_fn, variables, pool["image"])
+    feats = train.predict(apply_fn, variables, pool["image"], features=True)
     feature_time = time.perf_counter() - t0
     forget_idx = np.flatnonzero(pool["label"] == cfg.forget_class)
     retain_idx = np.flatnonzero(pool["label"] != cfg.forget_class)

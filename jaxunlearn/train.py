@@ -1063,12 +1063,20 @@ def ulira_shadows(
 
 
 def predict(
-    apply_fn, variables: Any, images: np.ndarray, *, batch_size: int = 512
+    apply_fn,
+    variables: Any,
+    images: np.ndarray,
+    *,
+    batch_size: int = 512,
+    features: bool = False,
 ) -> np.ndarray:
     """Logits of ``images`` in eval mode, in fixed-shape batches (one compile).
 
+    Args:
+      features: return the head's input (penultimate features) instead.
+
     Returns:
-      numpy ``[N, num_classes]`` float32.
+      numpy ``[N, num_classes]`` float32 (``[N, D]`` with ``features``).
     """
     images = np.asarray(images, np.float32)
     n = len(images)
@@ -1078,11 +1086,13 @@ def predict(
     batches = data_lib.padded_batches({"image": images}, bs)["image"]
     # One compiled batch called from a host loop rather than lax.map: XLA:CPU
     # runs convolutions inside a loop body many times slower (see EpochRunner).
-    out = [_predict_batch(apply_fn, variables, b) for b in batches]
+    out = [_predict_batch(apply_fn, features, variables, b) for b in batches]
     logits = np.concatenate([np.asarray(o) for o in out])
     return logits[:n]
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _predict_batch(apply_fn, variables, batch):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _predict_batch(apply_fn, features, variables, batch):
+    if features:
+        return apply_fn(variables, batch, train=False, return_features=True)[0][1]
     return apply_fn(variables, batch, train=False)[0]

@@ -292,3 +292,6 @@ def test_predict_matches_direct_apply_for_a_cnn(digits_class_split):
     want = np.asarray(apply_fn(v, jnp.asarray(images), train=False)[0])
     assert got.shape == (70, 10)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    feats = train.predict(apply_fn, v, images, batch_size=32, features=True)
+    (_, want_f), _ = apply_fn(v, jnp.asarray(images), train=False, return_features=True)
+    np.testing.assert_allclose(feats, np.asarray(want_f), rtol=1e-5, atol=1e-5)
