@@ -1,0 +1,26 @@
+"""Run handling shared by ``jaxunlearn compare`` and every experiment driver.
+
+* :class:`RunDir`: one run directory (config, manifest, metrics.jsonl, rows with
+  ONE resume rule, results, report).
+* :class:`Claim` / :func:`render_claims`: paper claims as records.
+* :func:`fmt`, :func:`table`, :func:`row_flag`: the one number formatter, the
+  Markdown table renderer, and the diverged / collapsed row flags.
+
+The harness may import ``train``, ``methods``, ``eval``, ``data`` and ``cache``;
+none of those imports the harness.
+"""
+
+from jaxunlearn.harness._claims import Claim, render_claims
+from jaxunlearn.harness._run import RunDir, device_info, to_json
+from jaxunlearn.harness._tables import fmt, row_flag, table
+
+__all__ = [
+    "Claim",
+    "RunDir",
+    "device_info",
+    "fmt",
+    "render_claims",
+    "row_flag",
+    "table",
+    "to_json",
+]
