@@ -24,12 +24,13 @@ Three parts, all with sigma = 1 known (the paper's univariate setting):
 * **Savings (Table 2).** Deletions needed by random and selective removal to
   reach half the removal KL of deleting every forget sample.
 
-Writes ``results.json``, ``report.md``, ``frontier.png`` and ``removal.png``.
+Writes ``config.json``, ``manifest.json``, ``results.json``, ``report.md``,
+``frontier.png`` and ``removal.png``; finished frontier curves and (regime,
+seed) removal draws are kept in ``workdir/rows`` (the harness's resume rule).
 """
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -39,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import cache, select
+from jaxunlearn import harness, select
+from jaxunlearn.harness import Claim, fmt
 
 # Paper Table 2 (synthetic rows): % of the forget set deleted to reach the
 # removal target, random vs selective.
@@ -113,49 +115,64 @@ def _estimated_pairs(key, means, mu2, n_fit_noise, mc1, mc2):
     return jax.lax.map(one, m_hat, batch_size=32)
 
 
-def frontier_part(cfg: Config, key) -> dict[str, Any]:
-    out = []
+def frontier_curve(cfg: Config, key, mu2: float) -> dict[str, Any]:
+    """Estimated (alpha, eps) pairs, their lower envelope and the closed form."""
+    k_fit, k1, k2 = jax.random.split(key, 3)
+    means = jnp.linspace(-cfg.frontier_span, mu2 + cfg.frontier_span, cfg.frontier_grid)
+    # Per-candidate sample noise of the fit: mean of n_fit standard normals
+    # is N(0, 1 / n_fit); draw it exactly that way to save memory.
+    noise = jax.random.normal(k_fit, (cfg.frontier_grid, 1)) / np.sqrt(cfg.n_fit)
+    mc1 = jax.random.normal(k1, (cfg.n_mc,))
+    mc2 = mu2 + jax.random.normal(k2, (cfg.n_mc,))
+    alpha, eps = _estimated_pairs(key, means, mu2, noise, mc1, mc2)
+    alpha, eps = np.asarray(alpha, np.float64), np.asarray(eps, np.float64)
+    delta = float(select.gaussian_kl(0.0, mu2, 1.0))
+    # Lower envelope: least eps among candidates reaching at least alpha.
+    # Levels up to a few Delta: where the frontier's shape is decided.
+    top = min(float(np.quantile(alpha, 0.9)), max(6.0 * delta, 1.0))
+    levels = np.linspace(0.0, top, 80)
+    env = np.array([eps[alpha >= a].min() for a in levels])
+    closed = np.asarray(select.pareto_frontier(levels, delta), np.float64)
+    # Relative error where the frontier is non-trivial (beyond 1.5 Delta,
+    # eps* > 0.05), absolute error at and below the threshold.
+    nontrivial = (levels > 1.5 * delta) & (closed > 0.05)
+    rel = np.abs(env[nontrivial] - closed[nontrivial]) / closed[nontrivial]
+    below = levels <= delta
+    return {
+        "mu2": mu2,
+        "delta": delta,
+        # every 4th estimated pair, rounded: enough to redraw the plot
+        "alpha": np.round(alpha[::4], 5).tolist(),
+        "eps": np.round(eps[::4], 5).tolist(),
+        "levels": levels.tolist(),
+        "envelope": env.tolist(),
+        "closed_form": closed.tolist(),
+        "max_rel_error": float(rel.max()) if rel.size else None,
+        "mean_rel_error": float(rel.mean()) if rel.size else None,
+        "max_eps_below_threshold": float(env[below].max()),
+    }
+
+
+def frontier_part(cfg: Config, key, run: harness.RunDir) -> dict[str, Any]:
+    curves = []
     for j, mu2 in enumerate(cfg.frontier_mu2):
+        # the curve's key folds in its index j, so j is one of its fields
+        fields = {
+            "part": "frontier",
+            "index": j,
+            "mu2": mu2,
+            **{
+                f: getattr(cfg, f)
+                for f in ("frontier_grid", "frontier_span", "n_fit", "n_mc")
+            },
+        }
         k = jax.random.fold_in(key, j)
-        k_fit, k1, k2 = jax.random.split(k, 3)
-        means = jnp.linspace(
-            -cfg.frontier_span, mu2 + cfg.frontier_span, cfg.frontier_grid
+        curves.append(
+            run.row(
+                f"frontier_{j}", fields, lambda k=k, m=mu2: frontier_curve(cfg, k, m)
+            )
         )
-        # Per-candidate sample noise of the fit: mean of n_fit standard normals
-        # is N(0, 1 / n_fit); draw it exactly that way to save memory.
-        noise = jax.random.normal(k_fit, (cfg.frontier_grid, 1)) / np.sqrt(cfg.n_fit)
-        mc1 = jax.random.normal(k1, (cfg.n_mc,))
-        mc2 = mu2 + jax.random.normal(k2, (cfg.n_mc,))
-        alpha, eps = _estimated_pairs(k, means, mu2, noise, mc1, mc2)
-        alpha, eps = np.asarray(alpha, np.float64), np.asarray(eps, np.float64)
-        delta = float(select.gaussian_kl(0.0, mu2, 1.0))
-        # Lower envelope: least eps among candidates reaching at least alpha.
-        # Levels up to a few Delta: where the frontier's shape is decided.
-        top = min(float(np.quantile(alpha, 0.9)), max(6.0 * delta, 1.0))
-        levels = np.linspace(0.0, top, 80)
-        env = np.array([eps[alpha >= a].min() for a in levels])
-        closed = np.asarray(select.pareto_frontier(levels, delta), np.float64)
-        # Relative error where the frontier is non-trivial (beyond 1.5 Delta,
-        # eps* > 0.05), absolute error at and below the threshold.
-        nontrivial = (levels > 1.5 * delta) & (closed > 0.05)
-        rel = np.abs(env[nontrivial] - closed[nontrivial]) / closed[nontrivial]
-        below = levels <= delta
-        out.append(
-            {
-                "mu2": mu2,
-                "delta": delta,
-                # every 4th estimated pair, rounded: enough to redraw the plot
-                "alpha": np.round(alpha[::4], 5).tolist(),
-                "eps": np.round(eps[::4], 5).tolist(),
-                "levels": levels.tolist(),
-                "envelope": env.tolist(),
-                "closed_form": closed.tolist(),
-                "max_rel_error": float(rel.max()) if rel.size else None,
-                "mean_rel_error": float(rel.mean()) if rel.size else None,
-                "max_eps_below_threshold": float(env[below].max()),
-            }
-        )
-    return {"curves": out}
+    return {"curves": curves}
 
 
 # --------------------------------------------------------------------------- #
@@ -175,23 +192,40 @@ def _kl_curves(x1, x2, scores, budgets, mu2):
     return jax.vmap(one)(budgets)
 
 
-def removal_part(cfg: Config, key, log=print) -> dict[str, Any]:
+def removal_draw(cfg: Config, key, mu2: float, curves_fn, budgets):
+    """``{score: {"alpha": [...], "eps": [...]}}`` of one draw of the samples."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    x1 = jax.random.normal(k1, (cfg.n1,))
+    x2 = mu2 + jax.random.normal(k2, (cfg.n2,))
+    out = {}
+    for s in cfg.scores:
+        # 1-D features; the precision scale does not change rankings.
+        sc = select.score(s, x1[:, None], x2[:, None], key=k3, k=cfg.knn_k)
+        a, e = curves_fn(x1, x2, sc, jnp.asarray(budgets), mu2)
+        out[s] = {"alpha": np.asarray(a).tolist(), "eps": np.asarray(e).tolist()}
+    return out
+
+
+def removal_part(cfg: Config, key, run: harness.RunDir, log=print) -> dict[str, Any]:
     budgets = np.arange(0, cfg.n1 + 1, cfg.budget_step)
     curves_fn = jax.jit(_kl_curves)
+    common = {f: getattr(cfg, f) for f in ("n1", "n2", "budget_step", "knn_k")}
     out = {}
     for r, (regime, mu2) in enumerate(cfg.regimes.items()):
         per_score = {s: {"alpha": [], "eps": []} for s in cfg.scores}
         for seed in range(cfg.seeds):
             k = jax.random.fold_in(jax.random.fold_in(key, r), seed)
-            k1, k2, k3 = jax.random.split(k, 3)
-            x1 = jax.random.normal(k1, (cfg.n1,))
-            x2 = mu2 + jax.random.normal(k2, (cfg.n2,))
+            # the draw's key folds in the regime's index r, so r is a field
+            fields = {"part": "removal", "index": r, "mu2": mu2, "seed": seed}
+            fields.update(common, scores=list(cfg.scores))
+            draw = run.row(
+                f"removal_{regime}_seed{seed}",
+                fields,
+                lambda k=k, m=mu2: removal_draw(cfg, k, m, curves_fn, budgets),
+            )
             for s in cfg.scores:
-                # 1-D features; the precision scale does not change rankings.
-                sc = select.score(s, x1[:, None], x2[:, None], key=k3, k=cfg.knn_k)
-                a, e = curves_fn(x1, x2, sc, jnp.asarray(budgets), mu2)
-                per_score[s]["alpha"].append(np.asarray(a).tolist())
-                per_score[s]["eps"].append(np.asarray(e).tolist())
+                per_score[s]["alpha"].append(draw[s]["alpha"])
+                per_score[s]["eps"].append(draw[s]["eps"])
         bounds = {}
         for name, fn in (
             ("random", select.random_removal_bound),
@@ -314,7 +348,7 @@ def _plots(workdir, frontier, removal):
     return ["frontier.png", "removal.png"]
 
 
-def _report(cfg, workdir, frontier, removal, wall):
+def _report(cfg, frontier, removal, claims, plots, wall):
     lines = [
         "# Distributional unlearning: synthetic Gaussians",
         "",
@@ -328,47 +362,62 @@ def _report(cfg, workdir, frontier, removal, wall):
         f" {cfg.frontier_grid} means m; both KLs by Monte Carlo with"
         f" {cfg.n_mc} samples. Empirical frontier = lower envelope.",
         "",
-        "| mu2 | Delta | max rel. error (alpha > 1.5 Delta) | mean rel. error |"
-        " max eps on alpha <= Delta |",
-        "|---|---|---|---|---|",
-    ]
-    for c in frontier["curves"]:
-        mx = "-" if c["max_rel_error"] is None else f"{100 * c['max_rel_error']:.2f}%"
-        mn = "-" if c["mean_rel_error"] is None else f"{100 * c['mean_rel_error']:.2f}%"
-        lines.append(
-            f"| {c['mu2']} | {c['delta']:.4g} | {mx} | {mn} |"
-            f" {c['max_eps_below_threshold']:.2e} |"
-        )
-    lines += [
+        harness.table(
+            frontier["curves"],
+            [
+                ("Delta", "delta", ".4g"),
+                (
+                    "max rel. error (alpha > 1.5 Delta)",
+                    "max_rel_error",
+                    ".2f",
+                    100,
+                    "%",
+                ),
+                ("mean rel. error", "mean_rel_error", ".2f", 100, "%"),
+                ("max eps on alpha <= Delta", "max_eps_below_threshold", ".2e"),
+            ],
+            label="mu2",
+        ),
         "",
         "## Deletions to reach half of the full-removal KL (Table 2, synthetic rows)",
         "",
-        "| regime | Delta | target alpha | random % | selective % | saving |"
-        " paper random / selective / saving |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for regime, r in removal.items():
-        s = r["savings"]
         p = PAPER.get(regime, {})
-        lines.append(
-            f"| {regime} | {r['delta']:.4g} | {s['target_alpha']:.4f} |"
-            f" {s['random_pct']} | {s['selective_pct']} | {s['saving_pct']}% |"
-            f" {p.get('random', '-')} / {p.get('selective', '-')} /"
-            f" {p.get('saving', '-')}% |"
+        paper = " / ".join(
+            str(p.get(k, "-")) for k in ("random", "selective", "saving")
+        )
+        rows.append(
+            {
+                "regime": regime,
+                **r["savings"],
+                "delta": r["delta"],
+                "paper": paper + "%",
+            }
         )
     lines += [
+        harness.table(
+            rows,
+            [
+                ("Delta", "delta", ".4g"),
+                ("target alpha", "target_alpha", ".4f"),
+                ("random %", "random_pct", ".1f"),
+                ("selective %", "selective_pct", ".1f"),
+                ("saving", "saving_pct", ".1f", 1.0, "%"),
+                ("paper random / selective / saving", "paper"),
+            ],
+            label="regime",
+        ),
         "",
         "Other scores (% of forget set deleted to reach the same target):",
         "",
-        "| regime | " + " | ".join(cfg.scores) + " |",
-        "|---|" + "---|" * len(cfg.scores),
-    ]
-    for regime, r in removal.items():
-        pct = r["savings"]["pct_by_score"]
-        lines.append(
-            f"| {regime} | " + " | ".join(str(pct.get(s)) for s in cfg.scores) + " |"
-        )
-    lines += [
+        harness.table(
+            [{"regime": k, **r["savings"]["pct_by_score"]} for k, r in removal.items()],
+            [(s, s, ".1f") for s in cfg.scores],
+            label="regime",
+            drop_empty=False,
+        ),
         "",
         "## Theorems 1-2 in simulation",
         "",
@@ -378,10 +427,8 @@ def _report(cfg, workdir, frontier, removal, wall):
     ]
     for regime, r in removal.items():
         for name, v in r["bound_held_fraction"].items():
-            lines.append(f"- {regime}, {name}: {100 * v:.1f}%")
-    checks = _checks(cfg, frontier, removal)
-    lines += ["", "## Claims", ""]
-    lines += [f"- {'PASS' if ok else 'FAIL'}: {t}" for t, ok in checks]
+            lines.append(f"- {regime}, {name}: {fmt(v, '.1f', scale=100, suffix='%')}")
+    lines += ["", "## Claims", "", harness.render_claims(claims)]
     lines += [
         "",
         "Sample sizes and the two means are not in the paper's surviving text:"
@@ -390,77 +437,107 @@ def _report(cfg, workdir, frontier, removal, wall):
         " (1 - w)^2 = 1/2), so the paper's 65% suggests n2 somewhat below n1;"
         " with n1 = n2 it is about 59%.",
     ]
-    plots = _plots(workdir, frontier, removal)
     lines += [""] + [f"![{p}]({p})" for p in plots]
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return checks
+    return lines
 
 
-def _checks(cfg, frontier, removal):
+def _claims(cfg, frontier, removal) -> list[Claim]:
     out = []
     errs = [
         c["max_rel_error"] for c in frontier["curves"] if c["max_rel_error"] is not None
     ]
     if errs:
         out.append(
-            (
-                "empirical frontier within 5% of the closed form"
-                f" (max {100 * max(errs):.2f}%)",
-                max(errs) <= 0.05,
+            Claim(
+                "frontier_closed_form",
+                "empirical frontier within 5% of the closed form (sqrt(alpha) -"
+                " sqrt(Delta))^2 where it is non-trivial",
+                paper="Fig. 1 (closed form)",
+                ours=max(errs),
+                threshold="max rel. error <= 0.05",
+                holds=max(errs) <= 0.05,
+                evidence=["results.json:frontier.curves[*].max_rel_error"],
             )
         )
     for regime, r in removal.items():
         s = r["savings"]
         if s["random_pct"] is not None and s["selective_pct"] is not None:
             out.append(
-                (
-                    f"{regime}: selective reaches the target with fewer deletions"
-                    f" ({s['selective_pct']}% vs {s['random_pct']}%)",
-                    s["selective_pct"] < s["random_pct"],
+                Claim(
+                    f"selective_fewer_{regime}",
+                    f"{regime} divergence: selective removal reaches the target with"
+                    " fewer deletions than random (% of forget set)",
+                    paper=f"{PAPER[regime]['selective']} vs {PAPER[regime]['random']}"
+                    if regime in PAPER
+                    else None,
+                    ours=f"{s['selective_pct']} vs {s['random_pct']}",
+                    threshold="selective < random",
+                    holds=s["selective_pct"] < s["random_pct"],
+                    evidence=[f"results.json:removal.{regime}.savings"],
                 )
             )
     if "low" in removal and "high" in removal:
-        lo, hi = (
-            removal["low"]["savings"]["saving_pct"],
-            removal["high"]["savings"]["saving_pct"],
-        )
+        lo = removal["low"]["savings"]["saving_pct"]
+        hi = removal["high"]["savings"]["saving_pct"]
         if lo is not None and hi is not None:
-            out.append((f"saving larger at low divergence ({lo}% vs {hi}%)", lo > hi))
+            out.append(
+                Claim(
+                    "saving_larger_at_low_divergence",
+                    "the saving of selective over random removal is larger at low"
+                    " divergence (%)",
+                    paper=f"{PAPER['low']['saving']} vs {PAPER['high']['saving']}",
+                    ours=f"{lo} vs {hi}",
+                    threshold="low > high",
+                    holds=lo > hi,
+                    evidence=["results.json:removal.*.savings.saving_pct"],
+                )
+            )
     for regime, r in removal.items():
         for name, v in r["bound_held_fraction"].items():
+            theorem = "1" if name == "random" else "2"
             out.append(
-                (
-                    f"{regime}: Theorem {'1' if name == 'random' else '2'} bound held"
-                    f" in {100 * v:.1f}% of draws"
-                    f" (>= {100 * (1 - cfg.bound_delta):.0f}%)",
-                    v >= 1 - cfg.bound_delta,
+                Claim(
+                    f"theorem{theorem}_{regime}",
+                    f"{regime}: Theorem {theorem} ({name} removal) bound holds with"
+                    " probability at least 1 - delta (fraction of draws)",
+                    paper=1 - cfg.bound_delta,
+                    ours=v,
+                    threshold=f">= {1 - cfg.bound_delta:g}",
+                    holds=v >= 1 - cfg.bound_delta,
+                    evidence=[
+                        f"results.json:removal.{regime}.bound_held_fraction.{name}",
+                        "removal.png",
+                    ],
                 )
             )
     return out
 
 
 def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
-    os.makedirs(workdir, exist_ok=True)
     t0 = time.perf_counter()
-    cfg_json = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    rd = harness.RunDir(workdir, cfg)
     key = jax.random.key(0)
-    frontier = frontier_part(cfg, jax.random.fold_in(key, 1))
+    frontier = frontier_part(cfg, jax.random.fold_in(key, 1), rd)
     log("[gauss] frontier done")
-    removal = removal_part(cfg, jax.random.fold_in(key, 2), log=log)
+    removal = removal_part(cfg, jax.random.fold_in(key, 2), rd, log=log)
     wall = time.perf_counter() - t0
-    checks = _report(cfg, workdir, frontier, removal, wall)
+    claims = _claims(cfg, frontier, removal)
+    plots = _plots(workdir, frontier, removal)
+    rd.write_report(_report(cfg, frontier, removal, claims, plots, wall))
+    manifest = rd.write_manifest(
+        {"key": "jax.random.key(0)", "rows_resumed": rd.resumed}
+    )
     results = {
-        "config": cfg_json,
+        "config": rd.config,
         "frontier": frontier,
         "removal": removal,
-        "checks": [{"claim": t, "holds": ok} for t, ok in checks],
+        "claims": [c.to_json() for c in claims],
         "paper": PAPER,
         "wall_time_s": wall,
-        "versions": cache.versions(),
+        "versions": manifest["versions"],
         "backend": jax.default_backend(),
     }
-    cache.atomic_write_json(os.path.join(workdir, "results.json"), results)
+    rd.write_results(results)
     return results
 
 
@@ -474,8 +551,8 @@ def main(argv=None):
         args.workdir,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
-    for c in res["checks"]:
-        print(("PASS " if c["holds"] else "FAIL ") + c["claim"])
+    for c in res["claims"]:
+        print(("PASS " if c["holds"] else "FAIL ") + c["text"])
     print(f"wrote {args.workdir}/results.json, report.md ({res['wall_time_s']:.0f}s)")
     return res
 
