@@ -15,7 +15,7 @@ Configs (``get_config(name)``):
   spam, a fifth of the spam written "ham-like"), 5 seeds; a minute or two.
 * ``smoke``: a tiny generated corpus, 2 seeds, five fractions; seconds.
 
-Protocol (METHODS.md 3.5-3.7), per seed: a stratified 20% test split; TF-IDF
+Protocol (docs/methods_notes.md), per seed: a stratified 20% test split; TF-IDF
 (``max_features=20000``, 1-2-grams, English stop words) fit on the train part;
 every train spam message (P1; ham is P2) is scored by ``cos_mu2``, ``lr_cos``,
 ``knn_ratio`` (k = 10, dense TF-IDF rows), ``norm`` ("tfidf-norm") and

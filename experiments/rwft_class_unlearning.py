@@ -10,7 +10,7 @@ Configs (``get_config(name)``):
 * ``cpu`` (default): Fashion-MNIST (Debian's IDX files), the 3-block CNN,
   a subsampled train set, every class forgotten in turn; sized for a 2-core CPU.
 * ``full``: CIFAR-10 via TFDS with ResNet-18 and the paper's recipe (SGD 0.1,
-  momentum 0.9, wd 5e-4, step LR; METHODS.md 2.3), for accelerators.
+  momentum 0.9, wd 5e-4, step LR; docs/methods_notes.md), for accelerators.
 * ``smoke``: digits and an MLP, seconds; used by the test suite.
 
 For each seed and forget class: the original model (shared across classes),

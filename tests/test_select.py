@@ -1,4 +1,4 @@
-"""Tests for jaxunlearn.select (distributional unlearning, METHODS.md section 3)."""
+"""Tests for jaxunlearn.select (distributional unlearning, docs/methods_notes.md)."""
 
 import functools
 import hashlib

@@ -51,7 +51,7 @@ def mia_svc_confidence(
     ``len(test)`` retain examples; a random subset avoids depending on data
     order. The feature is normally the softmax probability of the true label.
 
-    Convention: this follows the RWFT paper text / SalUn (METHODS.md 2.4):
+    Convention: this follows the RWFT paper text / SalUn (docs/methods_notes.md):
     members = retain-train, non-members = retain-class test, scored on the
     forget-*train* samples. Kodge et al.'s released code instead trains on
     retain-train (1) vs forget-train (0) and scores forget-*test* samples; to
@@ -163,7 +163,7 @@ def mia_nn(
     so the SVC is not dominated by the 1 : (C - 2) class prior.
 
     Returns the fraction of forget-class samples classified *non*-member, i.e.
-    not neighbour-like. This orientation is inferred (METHODS.md 2.4) from
+    not neighbour-like. This orientation is inferred (docs/methods_notes.md) from
     RWFT Table 1, "Truck MIA Acc", lower is better: a retrained model sends
     forgotten automobiles to the truck class, so they look truck-like (retrain
     = 0.0011), while methods that keep the class (l1: 0.974) do not.
@@ -268,7 +268,7 @@ def phi_logreg_auc(
     """The Blend/A-AMU code's "MIA score" (``utils/lira_mia.py``); not LiRA.
 
     The paper calls it white-box LiRA, but there are no shadow models
-    (METHODS.md 4.5). Steps, as in the reference code:
+    (docs/methods_notes.md). Steps, as in the reference code:
 
     1. Truncate both sets to ``min(n_forget, n_test)`` by keeping the *first*
        entries (prefix, not random; pass shuffled arrays if order matters).

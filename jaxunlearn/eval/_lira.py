@@ -59,8 +59,8 @@ def roc_metrics(scores, is_member) -> dict[str, float]:
     * ``auc``: the Mann-Whitney statistic with ties counted one half, via
       average ranks; equals ``sklearn.metrics.roc_auc_score(is_member, scores)``.
       Swapping the labels gives exactly ``1 - auc``. 0.5 = chance; below 0.5
-      means the score is *anti*-correlated with membership (the orientation
-      trap of ANCHORS.md 3(c)), not that the attack failed safely.
+      means the score is *anti*-correlated with membership (an orientation
+      trap, see docs/methods_notes.md), not that the attack failed safely.
     * ``balanced_accuracy``: ``max_t (TPR(t) + TNR(t)) / 2`` over all thresholds
       including "accept none" (0.5). This is the best-threshold value as in
       Carlini et al.'s LiRA code, hence slightly optimistic (above 0.5 at chance
@@ -327,7 +327,7 @@ def ulira(
 ) -> dict[str, jax.Array]:
     """U-LiRA (Hayes et al. 2024) as used by RWFT: unlearned vs retrained shadows.
 
-    Implements METHODS.md 2.4 (after ``sangamesh-kodge/class_forgetting:main.py``,
+    See docs/methods_notes.md (after ``sangamesh-kodge/class_forgetting:main.py``,
     ``--do-mia-ulira``), scoring the *target* model (Kodge's code scores the last
     shadow by mistake). All scores are per forget example, normally
     :func:`logit_confidence` phi of the forget label.

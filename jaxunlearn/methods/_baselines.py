@@ -1,6 +1,6 @@
 """First-order baselines: retrain, fine-tune (CF), NegGrad, NegGrad+, random labels.
 
-Defaults follow ``shared/docs/METHODS.md`` where it has them (DLFD-repo
+Defaults follow ``docs/methods_notes.md`` where it has them (DLFD-repo
 baselines: SGD, momentum 0.9, weight decay 5e-4; fine-tune lr 1e-3, NegGrad lr
 1e-3). Drivers choose their own learning rate and epochs per data set.
 """

@@ -7,7 +7,8 @@ likelihood on what is left, ``mu_hat = w xbar1' + (1 - w) xbar2`` with ``w =
 (n1 - f) / (n1 - f + n2)``. ``Delta = (mu1 - mu2)^2 / (2 sigma^2)``.
 
 The paper's formulas were lost in extraction; the constants below are derived
-here (METHODS.md 3.4, checked by simulation in the tests):
+here (docs/methods_notes.md, "Removal bounds"; checked by simulation in the
+tests):
 
 * random removal: ``mu_hat - mu2 = w (mu1 - mu2) + w (xbar1' - mu1) + (1 - w)
   (xbar2 - mu2)``; two Gaussian tail bounds at ``delta / 2`` each and
@@ -24,8 +25,8 @@ here (METHODS.md 3.4, checked by simulation in the tests):
   ``eta = sqrt(ln(4 / delta) / (2 n1))``, and a tail bound at ``delta / 2``
   gives ``e <= sigma sqrt(2 L / n2)``. Hence ``eps <= (w G^{-1}(u + eta) +
   (1 + w) e_max)^2 / (2 sigma^2)`` and ``sqrt(2 sigma^2 alpha) >= d - w
-  G^{-1}(u + eta) - (1 + w) e_max``. (METHODS.md writes ``e_max`` without the
-  ``(1 + w)`` factor; the factor is needed because the scores use ``xbar2``.)
+  G^{-1}(u + eta) - (1 + w) e_max``. (The ``(1 + w)`` factor on ``e_max`` is
+  needed because the scores use ``xbar2``, not ``mu2``.)
   When ``u + eta >= 1`` the quantile is infinite and the bound is vacuous
   (``eps = inf``, ``alpha = 0``).
 """

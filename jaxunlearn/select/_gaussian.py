@@ -1,6 +1,6 @@
 """Gaussian KL divergences and the closed-form removal / preservation frontier.
 
-Distributional unlearning (METHODS.md 3.1-3.2) edits a data set whose
+Distributional unlearning (docs/methods_notes.md) edits a data set whose
 distribution is ``q`` so that it is far from the distribution to forget ``p1``
 (removal: ``KL(p1 || q) >= alpha``) and close to the one to keep ``p2``
 (preservation: ``KL(p2 || q) <= eps``). For Gaussians sharing a covariance

@@ -1,4 +1,6 @@
-"""Deletion scores for selective removal (METHODS.md 3.5); higher = delete first.
+"""Deletion scores for selective removal; higher = delete first.
+
+Definitions and the paper's wording: ``docs/methods_notes.md``, "Deletion scores".
 
 All scores rate the candidate points ``x`` (rows; normally the forget set P1)
 against summary statistics of P1 and P2 (the set to keep): means, a shared
