@@ -513,117 +513,478 @@ def compare(
     return results
 
 
-def _parse_ints(text: str) -> tuple[int, ...]:
+def _version() -> str:
+    """The installed distribution's version, else the package's ``__version__``."""
+    from importlib import metadata
+
     try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints: {e}") from e
+        return metadata.version("jaxunlearn")
+    except metadata.PackageNotFoundError:
+        import jaxunlearn
+
+        return jaxunlearn.__version__
+
+
+class UsageError(ValueError):
+    """A mistake on the command line; ``main`` prints it as one line, exit 2."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(f"argument {option}: {' '.join(str(message).split())}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports every parse error as one line on stderr and exits with status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = tuple(int(t) for t in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated {what}, e.g. 0,3; got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one {what[:-1]}")
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{what} repeat a value: {text!r}")
+    return values
+
+
+def _parse_classes(text: str) -> tuple[int, ...]:
+    return _ints(text, "class labels")
+
+
+def _parse_seeds(text: str) -> tuple[int, ...]:
+    return _ints(text, "seeds")
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {low}, got {text!r}"
+            ) from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number > 0, got {text!r}"
+        ) from None
+    if not (np.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
+
+
+def _open_fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
+    return v
+
+
+def _check_dir_option(option: str, path: str) -> None:
+    """``path`` is a directory, or can be created as one; else a UsageError."""
+    if not path:
+        raise UsageError(option, "must not be empty")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(option, f"{path!r} exists and is not a directory")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(option, f"cannot create {path!r}: {parent!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            option, f"cannot create or write {path!r}: {parent!r} is not writable"
+        )
+
+
+def _library_check(option: str, fn, *args, **kwargs):
+    """Calls library validation; its ValueError / TypeError becomes a UsageError."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise UsageError(option, str(e)) from e
+
+
+def validate_args(args: argparse.Namespace) -> tuple[CompareConfig, str | None]:
+    """Checks a parsed ``compare`` command line before anything trains.
+
+    Resolves ``--methods``, ``--metrics`` and ``--method-config``, checks the
+    workdir and cache paths, loads the data set, builds the split of the first
+    seed and the model, and builds every selected method with
+    :func:`jaxunlearn.methods.get` from its recipe (so a misspelt
+    hyperparameter fails here, not after training).
+
+    Returns:
+        The :class:`CompareConfig` and the cache directory (None: no cache).
+
+    Raises:
+        UsageError: naming the option at fault and the valid choices.
+    """
+    valid_methods = methods.names()
+    if args.methods.strip() == "all":
+        names = tuple(
+            n
+            for n in valid_methods
+            if n != "retrain"
+            and (args.mode == "class" or not methods.needs_forget_classes(n))
+        )
+    else:
+        names = tuple(n.strip() for n in args.methods.split(",") if n.strip())
+        unknown = [n for n in names if n not in valid_methods]
+        if unknown:
+            raise UsageError(
+                "--methods",
+                f"unknown method(s) {unknown}; valid: 'all' or a comma-separated"
+                f" list of {list(valid_methods)}",
+            )
+        if not names:
+            raise UsageError(
+                "--methods",
+                f"no method named; valid: 'all' or"
+                f" a comma-separated list of {list(valid_methods)}",
+            )
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise UsageError("--methods", f"method(s) {dup} named more than once")
+        if args.mode != "class":
+            class_only = [n for n in names if methods.needs_forget_classes(n)]
+            if class_only:
+                raise UsageError(
+                    "--methods",
+                    f"{class_only} forget whole classes and need --mode class"
+                    f" (got --mode {args.mode})",
+                )
+
+    valid_metrics = ev.metric_names()
+    metrics_given = args.metrics is not None
+    metric_list = (
+        tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+        if metrics_given
+        else DEFAULT_METRICS
+    )
+    bad = [m for m in metric_list if m not in valid_metrics]
+    if bad or not metric_list:
+        what = f"unknown metric(s) {bad}" if bad else "no metric named"
+        raise UsageError(
+            "--metrics",
+            f"{what}; valid: a comma-separated list of {list(valid_metrics)}",
+        )
+    shadow_metrics = [m for m in metric_list if m in ("lira", "rmia")]
+    if (
+        shadow_metrics
+        and args.shadow_models < 2
+        and (metrics_given or args.shadow_models == 1)
+    ):
+        raise UsageError(
+            "--shadow-models",
+            f"{shadow_metrics} need at least 2 shadow models, got"
+            f" {args.shadow_models}; pass >= 2, or 0 without them in --metrics",
+        )
+
+    recipes = {k: dict(v) for k, v in DEFAULT_RECIPES.items()}
+    configured: set[str] = set()
+    if args.method_config is not None:
+        try:
+            overrides = json.loads(args.method_config)
+        except json.JSONDecodeError as e:
+            raise UsageError("--method-config", f"invalid JSON: {e}") from None
+        if not isinstance(overrides, dict) or not all(
+            isinstance(v, dict) for v in overrides.values()
+        ):
+            raise UsageError(
+                "--method-config",
+                'expected a JSON object of objects, e.g. \'{"neggrad":'
+                ' {"learning_rate": 0.02}}\'',
+            )
+        for k, v in overrides.items():
+            if k not in valid_methods:
+                raise UsageError(
+                    "--method-config",
+                    f"unknown method {k!r}; valid: {list(valid_methods)}",
+                )
+            if k not in names:
+                raise UsageError(
+                    "--method-config",
+                    f"configures {k!r}, which --methods does not select"
+                    f" (selected: {list(names)})",
+                )
+            recipes.setdefault(k, {}).update(v)
+            configured.add(k)
+    if args.unlearn_epochs is not None:
+        for n in names:
+            recipes.setdefault(n, {})["epochs"] = args.unlearn_epochs
+    for n in names:
+        epochs = recipes.get(n, {}).get("epochs", 1)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise UsageError(
+                "--method-config",
+                f"{n}: 'epochs' must be an integer >= 1, got {epochs!r}",
+            )
+
+    if args.mode != "class" and args.forget_classes is not None:
+        raise UsageError(
+            "--forget-classes", f"applies only to --mode class (got --mode {args.mode})"
+        )
+    if args.data_dir is not None and "://" not in args.data_dir:
+        if not os.path.isdir(args.data_dir):
+            raise UsageError("--data-dir", f"{args.data_dir!r} is not a directory")
+    _check_dir_option("--workdir", args.workdir)
+    cache_dir = None if args.cache_dir.lower() == "none" else args.cache_dir
+    if cache_dir is not None:
+        _check_dir_option("--cache-dir", cache_dir)
+    if args.num_devices > 1 and args.num_devices > len(jax.devices()):
+        raise UsageError(
+            "--num-devices",
+            f"{args.num_devices} requested but {len(jax.devices())} device(s) are"
+            f" available ({jax.default_backend()})",
+        )
+
+    d = CompareConfig()
+    cfg = CompareConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        model=args.model,
+        mode=args.mode,
+        forget_classes=(
+            args.forget_classes if args.forget_classes is not None else d.forget_classes
+        ),
+        forget_fraction=args.forget_fraction,
+        methods=names,
+        seeds=args.seeds,
+        training=_library_check(
+            "--lr",
+            train.TrainConfig,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+        ),
+        recipes=recipes,
+        metrics=metric_list,
+        shadow_models=args.shadow_models,
+        num_devices=args.num_devices,
+        standardize=args.standardize,
+    )
+
+    try:
+        ds = data.load(cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize)
+    except (ValueError, TypeError, OSError, ImportError) as e:
+        raise UsageError("--dataset", f"cannot load {cfg.dataset!r}: {e}") from e
+    if cfg.mode == "class":
+        split = _library_check(
+            "--forget-classes",
+            data.split,
+            ds,
+            "class",
+            seed=cfg.seeds[0],
+            forget_classes=list(cfg.forget_classes),
+        )
+    else:  # group mode clusters; a random split of the same size is enough here
+        split = _library_check(
+            "--forget-fraction",
+            data.random_split,
+            ds,
+            cfg.forget_fraction,
+            seed=cfg.seeds[0],
+        )
+    model = _library_check("--model", models.get_model, cfg.model, split.num_classes)
+    apply_fn = models.make_apply_fn(model)
+    example = split.retain["image"][:1]
+    for n in names:
+        recipe = {k: v for k, v in recipes.get(n, {}).items() if k != "epochs"}
+        _library_check(
+            "--method-config" if n in configured else "--methods",
+            methods.get,
+            n,
+            apply_fn=apply_fn,
+            num_classes=split.num_classes,
+            init_fn=lambda k: models.init(model, k, example),
+            forget_classes=split.forget_classes or None,
+            example_input=example,
+            forget_set=split.forget,
+            retain_set=split.retain,
+            **recipe,
+        )
+    return cfg, cache_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxunlearn", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compare", help="train, unlearn with several methods, evaluate")
+    p = _Parser(prog="jaxunlearn", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {_version()}",
+        help="print the version and exit",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    c = sub.add_parser(
+        "compare",
+        help="train, unlearn with several methods, evaluate",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
+    )
     d = CompareConfig()
     c.add_argument(
         "--dataset",
         default=d.dataset,
-        help="digits | fashion_mnist | idx:DIR | npz:PATH | TFDS name",
+        help="digits | fashion_mnist | idx:DIR | npz:PATH | tfds:NAME | one of"
+        " cifar10, cifar100, emnist, kmnist, mnist, svhn_cropped"
+        " (default: %(default)s)",
     )
-    c.add_argument("--data-dir", default=None)
-    c.add_argument("--model", default=d.model, help=f"one of {models.names()}")
-    c.add_argument("--mode", default=d.mode, choices=("class", "random", "group"))
-    c.add_argument("--forget-classes", type=_parse_ints, default=d.forget_classes)
-    c.add_argument("--forget-fraction", type=float, default=d.forget_fraction)
     c.add_argument(
-        "--methods", default="all", help="comma-separated method names or 'all'"
+        "--data-dir",
+        default=None,
+        help="directory holding the data set's files (fashion_mnist IDX files,"
+        " prepared TFDS data); default: the source's own location",
+    )
+    c.add_argument(
+        "--model",
+        default=d.model,
+        choices=models.names(),
+        help="network to train (default: %(default)s)",
+    )
+    c.add_argument(
+        "--mode",
+        default=d.mode,
+        choices=("class", "random", "group"),
+        help="what to forget: whole classes, a random fraction of the training"
+        " examples, or clustered groups (default: %(default)s)",
+    )
+    c.add_argument(
+        "--forget-classes",
+        type=_parse_classes,
+        default=None,
+        help="comma-separated class labels to forget, --mode class only"
+        f" (default: {','.join(map(str, d.forget_classes))})",
+    )
+    c.add_argument(
+        "--forget-fraction",
+        type=_open_fraction,
+        default=d.forget_fraction,
+        help="fraction in (0, 1) of the training examples (random) or groups"
+        " (group) to forget (default: %(default)s)",
+    )
+    c.add_argument(
+        "--methods",
+        default="all",
+        help="comma-separated method names or 'all' (default; the class-only"
+        f" methods need --mode class); from {list(methods.names())}",
     )
     c.add_argument(
         "--metrics",
-        default=",".join(d.metrics),
-        help=f"comma-separated, from {ev.metric_names()}",
+        default=None,
+        help=f"comma-separated, from {list(ev.metric_names())} (default: all of them)"
+        if set(d.metrics) == set(ev.metric_names())
+        else f"comma-separated, from {list(ev.metric_names())}"
+        f" (default: {','.join(d.metrics)})",
     )
     c.add_argument(
         "--seeds",
-        type=_parse_ints,
+        type=_parse_seeds,
         default=d.seeds,
-        help="comma-separated seeds; several give mean ± std",
+        help="comma-separated seeds >= 0; several give mean ± std (default: 0)",
     )
     c.add_argument(
         "--shadow-models",
-        type=int,
+        type=_int_at_least(0),
         default=d.shadow_models,
-        help="shadow models for LiRA / RMIA (0 disables them)",
+        help="shadow models for LiRA / RMIA: >= 2, or 0 to disable them"
+        " (default: %(default)s)",
     )
     c.add_argument(
         "--epochs",
-        type=int,
+        type=_int_at_least(1),
         default=d.training.epochs,
-        help="epochs of the original / retrained model",
+        help="epochs of the original / retrained model (default: %(default)s)",
     )
-    c.add_argument("--batch-size", type=int, default=d.training.batch_size)
-    c.add_argument("--lr", type=float, default=d.training.learning_rate)
+    c.add_argument(
+        "--batch-size",
+        type=_int_at_least(1),
+        default=d.training.batch_size,
+        help="batch size of the original / retrained model (default: %(default)s)",
+    )
+    c.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=d.training.learning_rate,
+        help="learning rate of the original / retrained model (default: %(default)s)",
+    )
     c.add_argument(
         "--unlearn-epochs",
-        type=int,
+        type=_int_at_least(1),
         default=None,
         help="override every method's epochs",
     )
     c.add_argument(
         "--method-config",
         default=None,
-        help='JSON overrides, e.g. \'{"neggrad": {"learning_rate": 0.02}}\'',
+        help="JSON overrides of the selected methods' recipes, e.g."
+        ' \'{"neggrad": {"learning_rate": 0.02}}\'',
     )
-    c.add_argument("--num-devices", type=int, default=1)
-    c.add_argument("--standardize", action="store_true")
-    c.add_argument("--workdir", default="runs/compare")
+    c.add_argument(
+        "--num-devices",
+        type=_int_at_least(1),
+        default=1,
+        help="devices to shard batches over (default: %(default)s)",
+    )
+    c.add_argument(
+        "--standardize",
+        action="store_true",
+        help="standardise images per channel with train-set statistics",
+    )
+    c.add_argument(
+        "--workdir",
+        default="runs/compare",
+        help="output directory; finished rows there are resumed (default: %(default)s)",
+    )
     c.add_argument(
         "--cache-dir",
         default=".cache/jaxunlearn",
-        help="model cache; 'none' disables it",
+        help="model cache; 'none' disables it (default: %(default)s)",
     )
-    c.add_argument("--no-progress", action="store_true")
-    c.add_argument("--no-plots", action="store_true")
+    c.add_argument(
+        "--no-progress", action="store_true", help="do not show progress bars"
+    )
+    c.add_argument("--no-plots", action="store_true", help="do not draw the figures")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.methods == "all":
-        names = tuple(
-            n
-            for n in methods.names()
-            if n != "retrain"
-            and (args.mode == "class" or not methods.needs_forget_classes(n))
-        )
-    else:
-        names = tuple(n.strip() for n in args.methods.split(",") if n.strip())
-    recipes = {k: dict(v) for k, v in DEFAULT_RECIPES.items()}
-    if args.method_config:
-        for k, v in json.loads(args.method_config).items():
-            recipes.setdefault(k, {}).update(v)
-    if args.unlearn_epochs is not None:
-        for n in names:
-            recipes.setdefault(n, {})["epochs"] = args.unlearn_epochs
-    cfg = CompareConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        model=args.model,
-        mode=args.mode,
-        forget_classes=args.forget_classes,
-        forget_fraction=args.forget_fraction,
-        methods=names,
-        seeds=args.seeds,
-        training=train.TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr
-        ),
-        recipes=recipes,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-        shadow_models=args.shadow_models,
-        num_devices=args.num_devices,
-        standardize=args.standardize,
-    )
-    cache_dir = None if args.cache_dir.lower() == "none" else args.cache_dir
+    """Runs the command line; returns the exit status.
+
+    A user error (bad option value, unknown name, unusable path) prints one
+    line to stderr and returns 2 before anything trains.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a one-line parse error
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    try:
+        cfg, cache_dir = validate_args(args)
+    except UsageError as e:
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     results = compare(
         cfg,
