@@ -23,15 +23,17 @@ every train spam message (P1; ham is P2) is scored by ``cos_mu2``, ``lr_cos``,
 :func:`jaxunlearn.select.edit_dataset`; an L2 logistic regression
 (``max_iter=1000``) is retrained on the edited train set and evaluated on the
 test split: recall of spam, F1 of the ham class, macro-F1, accuracy on the
-ham test rows. Finished seeds are kept in ``workdir/rows`` so an interrupted
-run resumes; the report gives the smallest deletion that halves spam recall
+ham test rows. Finished seeds are kept in ``workdir/rows`` (the harness's
+resume rule: a seed's row is reused while every config field but ``seeds`` /
+``sms_path``, the corpus digest and the package versions are unchanged); the
+report gives the smallest deletion that halves spam recall
 per score next to the paper's Table 2.
 """
 
 import argparse
 import dataclasses
+import functools
 import hashlib
-import json
 import os
 import sys
 import time
@@ -41,8 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import cache, select
 from jaxunlearn import eval as ev
+from jaxunlearn import harness, select
+from jaxunlearn.harness import Claim, fmt
 
 SMS_URL = "https://archive.ics.uci.edu/dataset/228/sms+spam+collection"
 SMS_HINT = (
@@ -472,66 +475,38 @@ def run_seed(cfg, texts, labels, seed, *, log=print) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- #
 
 
-def _cfg_json(cfg):
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
-
-
-def _row_key(cfg_json, data_info, seed):
-    import sklearn
-
-    relevant = {k: v for k, v in cfg_json.items() if k not in ("seeds", "sms_path")}
-    return cache.manifest_hash(
-        {
-            "cfg": relevant,
-            "data": data_info["sha256"],
-            "seed": seed,
-            "sklearn": sklearn.__version__,
-            "versions": cache.versions(),
-        }
-    )
-
-
 def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
+    t_start = time.perf_counter()
     texts, labels, data_info = load_corpus(cfg)
-    rows_dir = os.path.join(workdir, "rows")
-    os.makedirs(rows_dir, exist_ok=True)
-    cfg_json = _cfg_json(cfg)
-    cache.atomic_write_json(os.path.join(workdir, "config.json"), cfg_json)
+    rd = harness.RunDir(workdir, cfg, extra_versions={"sklearn": _sklearn_version()})
     log(
         f"[dt] {data_info['source']}: {data_info['num_messages']} messages,"
         f" {100 * data_info['spam_fraction']:.1f}% spam"
     )
-    rows: list[dict[str, Any]] = []
-    reused_seeds = []
-    seed_seconds: dict[int, float] = {}
-    t_start = time.perf_counter()
-    for seed in cfg.seeds:
-        path = os.path.join(rows_dir, f"seed{seed}.json")
-        key = _row_key(cfg_json, data_info, seed)
-        if os.path.exists(path):
-            try:
-                saved = json.load(open(path))
-            except (OSError, ValueError):
-                saved = {}
-            if saved.get("row_key") == key:
-                rows += saved["rows"]
-                seed_seconds[seed] = float(saved.get("seconds", float("nan")))
-                reused_seeds.append(seed)
-                log(f"[dt] seed {seed}: reusing {path}")
-                continue
+
+    def compute(seed):
         t0 = time.perf_counter()
         seed_rows = run_seed(cfg, texts, labels, seed, log=log)
-        seed_seconds[seed] = time.perf_counter() - t0
-        cache.atomic_write_json(
-            path, {"row_key": key, "rows": seed_rows, "seconds": seed_seconds[seed]}
+        return {"rows": seed_rows, "seconds": time.perf_counter() - t0}
+
+    rows: list[dict[str, Any]] = []
+    seed_seconds: dict[int, float] = {}
+    for seed in cfg.seeds:
+        fields = rd.fields(
+            exclude=("seeds", "sms_path"), seed=seed, data=data_info["sha256"]
         )
-        rows += seed_rows
+        done = rd.row(f"seed{seed}", fields, functools.partial(compute, seed))
+        rows += done["rows"]
+        seed_seconds[seed] = float(done["seconds"])
+    reused_seeds = [s for s in cfg.seeds if f"seed{s}" in rd.resumed]
+    for seed in reused_seeds:
+        log(f"[dt] seed {seed}: reused rows/seed{seed}.json")
     timing = {
         "this_run_s": time.perf_counter() - t_start,
         "seed_s": seed_seconds,
         "seeds_total_s": float(sum(seed_seconds.values())),
     }
-    return _report(cfg, cfg_json, workdir, rows, data_info, reused_seeds, timing)
+    return _report(cfg, rd, rows, data_info, reused_seeds, timing, t_start)
 
 
 def _aggregate(rows, cfg):
@@ -627,20 +602,10 @@ def _targets(cfg, agg, rows):
     return out
 
 
-def _pct(f):
-    return "-" if f is None else f"{100 * f:.0f}%"
+_pct = functools.partial(fmt, spec=".0f", scale=100, suffix="%")
 
 
-def _fmt(s, digits=3):
-    if s is None:
-        return "-"
-    sd = s["std"]
-    return f"{s['mean']:.{digits}f}" + (
-        f" ± {sd:.{digits}f}" if np.isfinite(sd) else ""
-    )
-
-
-def _report(cfg, cfg_json, workdir, rows, data_info, reused_seeds, timing):
+def _report(cfg, rd, rows, data_info, reused_seeds, timing, t_start):
     agg = _aggregate(rows, cfg)
     targets = _targets(cfg, agg, rows)
     by = {(a["score"], a["fraction"]): a for a in agg}
@@ -776,7 +741,7 @@ def _report(cfg, cfg_json, workdir, rows, data_info, reused_seeds, timing):
         for n in cfg.scores:
             lines.append(
                 f"| {SCORE_LABELS.get(n, n)} | "
-                + " | ".join(_fmt(by[(n, f)][metric]) for f in rep_fr)
+                + " | ".join(fmt(by[(n, f)][metric], ".3f") for f in rep_fr)
                 + " |"
             )
     lines += [
@@ -785,9 +750,11 @@ def _report(cfg, cfg_json, workdir, rows, data_info, reused_seeds, timing):
         f" {spread:.4f} (paper: ham macro-F1 rises slightly with deletion and the"
         " methods never differ by more than a stripped small amount).",
     ]
-    plots = _plots(workdir, cfg, by, targets)
+    claims = _claims(targets)
+    lines += ["", "## Claims", "", harness.render_claims(claims)]
+    plots = _plots(rd.workdir, cfg, by, targets)
     lines += [""] + [f"![{p}]({p})" for p in plots]
-    versions = {**cache.versions(), "sklearn": _sklearn_version()}
+    versions = rd.versions
     lines += [
         "",
         f"Compute: {timing['seeds_total_s']:.1f}s over {len(cfg.seeds)} seeds"
@@ -797,10 +764,10 @@ def _report(cfg, cfg_json, workdir, rows, data_info, reused_seeds, timing):
         + (f"; seeds {reused_seeds} reused from rows/" if reused_seeds else "")
         + f"; backend {jax.default_backend()}; versions {versions}.",
     ]
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    rd.write_report(lines)
+    rd.write_manifest({"data": data_info, "seeds": list(cfg.seeds)})
     results = {
-        "config": cfg_json,
+        "config": rd.config,
         "data": data_info,
         "rows": rows,
         "aggregate": agg,
@@ -812,9 +779,51 @@ def _report(cfg, cfg_json, workdir, rows, data_info, reused_seeds, timing):
         "timing": timing,
         "reused_seeds": reused_seeds,
         "plots": plots,
+        "claims": [c.to_json() for c in claims],
+        "wall_time_s": time.perf_counter() - t_start,
     }
-    cache.atomic_write_json(os.path.join(workdir, "results.json"), results)
+    rd.write_results(results)
     return results
+
+
+def _claims(targets) -> list[Claim]:
+    """Paper 002's SMS claims, checked on the 'halve recall' target."""
+    half = targets["half"]["fraction"]
+    out = []
+    if "lr_cos" in half and "random" in half:
+        lr, rnd = half["lr_cos"], half["random"]
+        out.append(
+            Claim(
+                "lr_cos_before_random",
+                "lr-cos halves spam recall with fewer deletions than random"
+                " (fraction of train spam deleted)",
+                paper="70% vs 90%",
+                ours=f"{_pct(lr)} vs {_pct(rnd)}",
+                threshold="lr-cos < random",
+                holds=None if lr is None or rnd is None else lr < rnd,
+                evidence=["results.json:targets.half.fraction"],
+            )
+        )
+    savings = {
+        n: v
+        for n, v in targets["half"]["saving_vs_random"].items()
+        if n not in ("random", "norm") and v is not None
+    }
+    if savings:
+        best = max(savings, key=savings.get)
+        out.append(
+            Claim(
+                "best_selective_saving",
+                f"the best selective score ({SCORE_LABELS.get(best, best)}) saves"
+                " deletions over random",
+                paper=0.17,
+                ours=savings[best],
+                threshold="> 0",
+                holds=savings[best] > 0,
+                evidence=["results.json:targets.half.saving_vs_random"],
+            )
+        )
+    return out
 
 
 def _sklearn_version():
@@ -882,8 +891,6 @@ def main(argv=None):
         )
     except MissingDataError as e:
         sys.exit(f"error: {e}")
-    res["wall_time_s"] = time.perf_counter() - t0
-    cache.atomic_write_json(os.path.join(args.workdir, "results.json"), res)
     t = res["targets"]
     for n, f in t["half"]["fraction"].items():
         print(f"{SCORE_LABELS.get(n, n):>10}: halves recall at {_pct(f)}")
