@@ -25,6 +25,7 @@ method) rows are kept in ``workdir/rows`` so an interrupted run resumes.
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -270,11 +271,12 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
                 ("retrain", retrained, info_r),
             ):
                 rep = ev.evaluate(
-                    apply_fn,
-                    variables,
+                    functools.partial(train.predict, apply_fn, variables),
                     split,
                     metrics=METRICS,
-                    retrained=retrained,
+                    retrained_logits_fn=functools.partial(
+                        train.predict, apply_fn, retrained
+                    ),
                     seed=seed,
                 )
                 rows.append(
@@ -305,11 +307,12 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
                     cfg, name, apply_fn, original, split, jax.random.fold_in(key, i)
                 )
                 rep = ev.evaluate(
-                    apply_fn,
-                    result.variables,
+                    functools.partial(train.predict, apply_fn, result.variables),
                     split,
                     metrics=METRICS,
-                    retrained=retrained,
+                    retrained_logits_fn=functools.partial(
+                        train.predict, apply_fn, retrained
+                    ),
                     seed=seed,
                 )
                 row = {
@@ -354,8 +357,7 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
                     )
                     variables = result.variables
                 rep = ev.evaluate(
-                    apply_fn,
-                    variables,
+                    functools.partial(train.predict, apply_fn, variables),
                     split,
                     metrics=("accuracy", "mia_svc"),
                     seed=seed,

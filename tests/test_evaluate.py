@@ -13,6 +13,11 @@ CFG = train.TrainConfig(epochs=30, batch_size=64, learning_rate=0.05, weight_dec
 SHADOW_CFG = CFG
 
 
+def _fn(apply_fn, variables):
+    """The logits function ``evaluate`` takes (eval never imports train)."""
+    return lambda x: train.predict(apply_fn, variables, x)
+
+
 @pytest.fixture(scope="module")
 def random_setup():
     digits = data.load("digits", test_fraction=0.5)
@@ -29,8 +34,12 @@ def test_original_forget_set_is_more_detectable_than_retrained(random_setup):
     split, model, original, retrained, shadow = random_setup
     apply_fn = models.make_apply_fn(model)
     metrics = ("accuracy", "mia_logreg", "loss_threshold", "lira", "rmia")
-    r_orig = eval.evaluate(apply_fn, original, split, metrics=metrics, shadow=shadow)
-    r_ret = eval.evaluate(apply_fn, retrained, split, metrics=metrics, shadow=shadow)
+    r_orig = eval.evaluate(
+        _fn(apply_fn, original), split, metrics=metrics, shadow=shadow
+    )
+    r_ret = eval.evaluate(
+        _fn(apply_fn, retrained), split, metrics=metrics, shadow=shadow
+    )
     o, r = r_orig.values, r_ret.values
     assert o["acc_forget"] > r["acc_forget"]  # members are fitted
     # The loss attack is weak on a model that generalises this well (AUC about
@@ -52,11 +61,10 @@ def test_every_metric_runs_on_class_forgetting(digits, tmp_path):
     shadow = train.train_shadow_models(model, pool, cfg, num_models=4, seed=0)
     apply_fn = models.make_apply_fn(model)
     rep = eval.evaluate(
-        apply_fn,
-        original,
+        _fn(apply_fn, original),
         split,
         metrics=eval.metric_names(),
-        retrained=retrained,
+        retrained_logits_fn=_fn(apply_fn, retrained),
         shadow=shadow,
     )
     v = rep.values
@@ -85,7 +93,10 @@ def test_every_metric_runs_on_class_forgetting(digits, tmp_path):
     assert v["mia_nn_neighbour"] != 3
     # the retrained model is its own reference: UTV 0
     same = eval.evaluate(
-        apply_fn, retrained, split, metrics=("utv",), retrained=retrained
+        _fn(apply_fn, retrained),
+        split,
+        metrics=("utv",),
+        retrained_logits_fn=_fn(apply_fn, retrained),
     )
     assert same.values["utv"] == pytest.approx(0.0, abs=1e-6)
     d = json.loads(rep.to_json())
@@ -105,12 +116,13 @@ def test_missing_inputs_and_unknown_metrics_are_errors(digits_class_split):
     model = models.get_model("mlp", 10, hidden=(8,))
     v = models.init(model, __import__("jax").random.key(0), split.retain["image"][:1])
     apply_fn = models.make_apply_fn(model)
-    with pytest.raises(ValueError, match="retrained="):
-        eval.evaluate(apply_fn, v, split, metrics=("utv",))
+    fn = _fn(apply_fn, v)
+    with pytest.raises(ValueError, match="retrained_logits_fn="):
+        eval.evaluate(fn, split, metrics=("utv",))
     with pytest.raises(ValueError, match="shadow"):
-        eval.evaluate(apply_fn, v, split, metrics=("lira",))
+        eval.evaluate(fn, split, metrics=("lira",))
     with pytest.raises(ValueError, match="valid"):
-        eval.evaluate(apply_fn, v, split, metrics=("bogus",))
+        eval.evaluate(fn, split, metrics=("bogus",))
 
 
 def test_shadow_pool_segments(digits_class_split):
@@ -130,11 +142,65 @@ def test_diverged_model_reports_accuracy_and_says_so(digits_class_split):
     v = models.init(model, jax.random.key(0), split.retain["image"][:1])
     v = {"params": jax.tree.map(lambda p: p * np.nan, v["params"])}
     rep = eval.evaluate(
-        models.make_apply_fn(model),
-        v,
+        _fn(models.make_apply_fn(model), v),
         split,
         metrics=("accuracy", "mia_logreg", "nomus"),
     )
     assert rep.values["diverged"] is True
     assert rep.metrics == ("accuracy",)
     assert "mia_accuracy" not in rep.values and "acc_retain" in rep.values
+
+
+def _zeros_fn(num_classes=10):
+    return lambda x: np.zeros((len(x), num_classes), np.float32)
+
+
+def test_evaluate_takes_any_logits_function(digits_class_split):
+    """No model, no train: a plain numpy function of the images is enough."""
+    split = digits_class_split
+    w = np.random.default_rng(0).normal(size=(split.retain["image"][0].size, 10))
+
+    def linear(x):
+        return np.asarray(x, np.float64).reshape(len(x), -1) @ w
+
+    rep = eval.evaluate(
+        linear,
+        split,
+        metrics=("accuracy", "utv"),
+        retrained_logits_fn=linear,
+    )
+    assert rep.values["utv"] == pytest.approx(0.0)
+    assert rep.values["acc_retain"] == eval.accuracy(
+        linear(split.retain["image"]), split.retain["label"]
+    )
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, exc, match",
+    [
+        (("not a function",), {}, TypeError, "logits_fn"),
+        (
+            (_zeros_fn(),),
+            {"retrained_logits_fn": {"params": 1}},
+            TypeError,
+            "retrained_logits_fn",
+        ),
+        ((lambda x: np.zeros(len(x)),), {}, ValueError, "logits_fn"),
+        ((lambda x: np.zeros((3, 10)),), {}, ValueError, "logits_fn"),
+        ((_zeros_fn(7),), {}, ValueError, "num_classes"),
+        (
+            (_zeros_fn(),),
+            {"metrics": ("utv",), "retrained_logits_fn": _zeros_fn(7)},
+            ValueError,
+            "retrained_logits_fn",
+        ),
+        ((_zeros_fn(),), {"metrics": "accuracy"}, TypeError, "metrics"),
+        ((_zeros_fn(),), {"options": {"gamma": 2}}, ValueError, "options"),
+        ((_zeros_fn(),), {"options": {"mia_feature": "x"}}, ValueError, "mia_feature"),
+    ],
+)
+def test_evaluate_bad_input_names_the_argument(
+    digits_class_split, args, kwargs, exc, match
+):
+    with pytest.raises(exc, match=match):
+        eval.evaluate(*args, digits_class_split, **kwargs)

@@ -203,6 +203,11 @@ def mia_nn(
         raise ValueError(f"labels has shape {y.shape}, expected ({p.shape[0]},).")
     if not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"labels must be integers, got dtype {y.dtype}.")
+    if y.size and (y.min() < 0 or y.max() >= p.shape[1]):
+        raise ValueError(
+            f"labels must lie in [0, {p.shape[1]}) (the classes of probs), got "
+            f"range [{y.min()}, {y.max()}]."
+        )
     if not np.all(np.isfinite(p)):
         raise ValueError("probs contains non-finite values.")
     if np.any(p < -1e-6) or np.any(p > 1 + 1e-6):

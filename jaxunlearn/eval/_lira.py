@@ -4,7 +4,8 @@
 Python loops over examples: they run under ``jax.jit`` (pass the keyword options
 through ``functools.partial`` or ``static_argnames``) and can be ``jax.vmap``-ed
 over targets. Shape checks happen at trace time; value checks (finiteness) only
-on concrete inputs. ``roc_metrics`` is exact numpy (float64) and returns floats.
+on concrete inputs, with numpy on the host, so arrays closed over by a jitted
+function are checked too. ``roc_metrics`` is exact numpy (float64) and returns floats.
 
 Orientation everywhere: a higher score means "more likely a member" (for
 U-LiRA: "more likely the unlearned, not the retrained, model").
@@ -112,38 +113,50 @@ def roc_metrics(scores, is_member) -> dict[str, float]:
 # Shared helpers (jnp)
 
 
-def _concrete(*xs) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+def _host(x) -> np.ndarray | None:
+    """A numpy copy of a concrete array, ``None`` for a tracer.
+
+    Value checks use numpy on this copy: inside a ``jax.jit`` trace even a
+    closed-over concrete array gives a tracer from ``jnp.all`` / ``jnp.any``.
+    """
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
 
 
-def _float(x, name: str) -> jax.Array:
+def _real(x, name: str) -> jax.Array:
     x = jnp.asarray(x)
     if not (
         jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
     ):
         raise TypeError(f"{name} must be a real array, got dtype {x.dtype}.")
+    return x
+
+
+def _to_float(x: jax.Array) -> jax.Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _check_finite(x: jax.Array, name: str) -> None:
-    if _concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+    host = _host(x)
+    if host is not None and not np.all(np.isfinite(host)):
         raise ValueError(f"{name} contains non-finite values.")
 
 
 def _rank1(x, name: str) -> jax.Array:
-    x = _float(x, name)
+    x = _real(x, name)
     if x.ndim != 1:
         raise ValueError(f"{name} must be 1-D [n], got shape {x.shape}.")
-    _check_finite(x, name)
-    return x
+    _check_finite(x, name)  # before the cast, which a trace would stage
+    return _to_float(x)
 
 
 def _rank2(x, name: str, n: int, what: str) -> jax.Array:
-    x = _float(x, name)
+    x = _real(x, name)
     if x.ndim != 2 or x.shape[1] != n:
         raise ValueError(f"{name} must be 2-D [{what}, n={n}], got shape {x.shape}.")
     _check_finite(x, name)
-    return x
+    return _to_float(x)
 
 
 def _masked_gaussian(scores: jax.Array, mask: jax.Array, ddof: int):
@@ -266,7 +279,11 @@ def lira(
     """
     s = _rank1(target_scores, "target_scores")
     n = s.shape[0]
+    if n == 0:
+        raise ValueError("target_scores is empty.")
     sh = _rank2(shadow_scores, "shadow_scores", n, "K")
+    if sh.shape[0] == 0:
+        raise ValueError("shadow_scores has no shadow models (shape [0, n]).")
     m = jnp.asarray(shadow_in)
     if m.shape != sh.shape:
         raise ValueError(
@@ -277,13 +294,14 @@ def lira(
         raise TypeError(f"shadow_in must be boolean, got dtype {m.dtype}.")
     if not eps > 0:
         raise ValueError(f"eps must be positive, got {eps}.")
-    if _concrete(m):
-        if online and not bool(jnp.any(m)):
+    host = _host(m)
+    if host is not None:
+        if online and not host.any():
             raise ValueError(
                 "shadow_in has no IN shadows; online LiRA needs them (use "
                 "online=False)."
             )
-        if bool(jnp.all(m)):
+        if host.all():
             raise ValueError("shadow_in has no OUT shadows; LiRA needs them.")
     dtype = jnp.promote_types(s.dtype, sh.dtype)
     s, sh = s.astype(dtype), sh.astype(dtype)
@@ -400,6 +418,8 @@ def ulira(
     """
     s = _rank1(target_scores, "target_scores")
     n = s.shape[0]
+    if n == 0:
+        raise ValueError("target_scores is empty.")
     u = _rank2(unlearned_scores, "unlearned_scores", n, "N_u")
     r = _rank2(retrained_scores, "retrained_scores", n, "N_r")
     if (
@@ -514,6 +534,8 @@ def rmia(
     """
     px = _rank1(target_probs, "target_probs")
     n = px.shape[0]
+    if n == 0:
+        raise ValueError("target_probs is empty.")
     rx = _rank2(reference_probs, "reference_probs", n, "R")
     pz = _rank1(population_target_probs, "population_target_probs")
     m = pz.shape[0]
@@ -528,12 +550,13 @@ def rmia(
     if not gamma > 0:
         raise ValueError(f"gamma must be positive, got {gamma}.")
     for name, x in (
-        ("target_probs", px),
-        ("reference_probs", rx),
-        ("population_target_probs", pz),
-        ("population_reference_probs", rz),
+        ("target_probs", target_probs),
+        ("reference_probs", reference_probs),
+        ("population_target_probs", population_target_probs),
+        ("population_reference_probs", population_reference_probs),
     ):
-        if _concrete(x) and bool(jnp.any((x < 0) | (x > 1))):
+        host = _host(jnp.asarray(x))  # the input: a cast would be staged
+        if host is not None and np.any((host < 0) | (host > 1)):
             raise ValueError(f"{name} must hold probabilities in [0, 1].")
     dtype = jnp.result_type(px, rx, pz, rz)
     tiny = jnp.finfo(dtype).tiny

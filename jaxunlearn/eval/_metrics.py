@@ -4,6 +4,9 @@
 return Python floats. ``logit_confidence`` and ``logit_confidence_from_probs`` are
 ``jax.numpy`` functions that work under ``jax.jit`` and ``jax.vmap``; their value
 checks (finiteness, label range) run only on concrete inputs, shape checks always.
+A concrete input (e.g. labels closed over by a jitted function) is checked with
+numpy on the host: ``jnp`` operations on it inside a trace would be staged and
+could not be turned into a Python ``bool``.
 """
 
 import math
@@ -128,8 +131,16 @@ def utv(p_retrained, p_unlearned, *, atol: float = 1e-3) -> float:
     return float(np.mean(0.5 * np.abs(p - q).sum(axis=1)))
 
 
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+def _host(x) -> np.ndarray | None:
+    """A numpy copy of a concrete array, ``None`` for a tracer.
+
+    Value checks must use this rather than ``jnp`` operations: inside a
+    ``jax.jit`` trace, ``jnp.all(concrete)`` returns a tracer, even when its
+    input is a closed-over concrete array.
+    """
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
 
 
 def _check_labels(x: jax.Array, labels: jax.Array, x_name: str) -> None:
@@ -144,16 +155,20 @@ def _check_labels(x: jax.Array, labels: jax.Array, x_name: str) -> None:
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}.")
-    if _concrete(labels) and labels.size:
-        lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
+    host = _host(labels)
+    if host is not None and host.size:
+        lo, hi = int(host.min()), int(host.max())
         if lo < 0 or hi >= x.shape[-1]:
             raise ValueError(
                 f"labels must lie in [0, {x.shape[-1]}), got range [{lo}, {hi}]."
             )
 
 
-def _float(x) -> jax.Array:
-    x = jnp.asarray(x)
+def _float(x: jax.Array, name: str) -> jax.Array:
+    if not (
+        jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
+    ):
+        raise TypeError(f"{name} must be a real array, got dtype {x.dtype}.")
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
@@ -186,10 +201,12 @@ def logit_confidence(logits, labels) -> jax.Array:
       >>> phi.tolist()
       [200.0, -200.0]
     """
-    z = _float(logits)
+    logits = jnp.asarray(logits)
+    host = _host(logits)  # before the cast, which a trace would stage
+    z = _float(logits, "logits")
     labels = jnp.asarray(labels)
     _check_labels(z, labels, "logits")
-    if _concrete(z) and not bool(jnp.all(jnp.isfinite(z))):
+    if host is not None and not np.all(np.isfinite(host)):
         raise ValueError("logits contains non-finite values.")
     onehot = jnp.arange(z.shape[-1]) == labels[..., None]
     z_y = jnp.sum(jnp.where(onehot, z, 0.0), axis=-1)
@@ -222,15 +239,17 @@ def logit_confidence_from_probs(probs, labels, *, eps: float = 1e-30) -> jax.Arr
       >>> logit_confidence_from_probs(p, jnp.array([0, 0])).round(4).tolist()
       [1.0986, 69.0776]
     """
-    p = _float(probs)
+    probs = jnp.asarray(probs)
+    host = _host(probs)
+    p = _float(probs, "probs")
     labels = jnp.asarray(labels)
     _check_labels(p, labels, "probs")
     if not eps > 0:
         raise ValueError(f"eps must be positive, got {eps}.")
-    if _concrete(p):
-        if not bool(jnp.all(jnp.isfinite(p))):
+    if host is not None:
+        if not np.all(np.isfinite(host)):
             raise ValueError("probs contains non-finite values.")
-        if bool(jnp.any(p < 0)):
+        if np.any(host < 0):
             raise ValueError("probs has negative entries.")
     onehot = jnp.arange(p.shape[-1]) == labels[..., None]
     p_y = jnp.sum(jnp.where(onehot, p, 0.0), axis=-1)

@@ -19,6 +19,7 @@ from jaxunlearn.eval._basic import accuracy, per_example_loss
 from jaxunlearn.eval._mia import mia_logreg
 
 DEFAULT_METRICS = ("accuracy", "mia_logreg", "nomus")
+_OPTIONS = ("mia_feature", "neighbour_class", "rmia_gamma")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -82,9 +83,23 @@ class _Context:
             fn = self._logits_fn if model == "target" else self._ref_fn
             if fn is None:
                 raise ValueError(
-                    "this metric needs the retrained reference: pass retrained="
+                    "this metric needs the retrained reference: pass "
+                    "retrained_logits_fn="
                 )
-            self._cache[key] = np.asarray(fn(getattr(self.split, part)["image"]))
+            name = "logits_fn" if model == "target" else "retrained_logits_fn"
+            images = getattr(self.split, part)["image"]
+            logits = np.asarray(fn(images))
+            if logits.ndim != 2 or logits.shape[0] != len(images):
+                raise ValueError(
+                    f"{name} must return logits [N, C] with N = {len(images)} "
+                    f"(the {part} images), got shape {logits.shape}."
+                )
+            if logits.shape[1] != self.split.num_classes:
+                raise ValueError(
+                    f"{name} returned {logits.shape[1]} classes, but the split "
+                    f"has num_classes={self.split.num_classes}."
+                )
+            self._cache[key] = logits
         return self._cache[key]
 
     def labels(self, part: str) -> np.ndarray:
@@ -262,7 +277,7 @@ def _m_rmia(ctx: _Context) -> dict[str, float]:
 # name -> (function, version, metrics it needs first)
 _METRICS: dict[str, tuple[Callable, str, tuple[str, ...]]] = {
     "accuracy": (_m_accuracy, "1", ()),
-    "mia_logreg": (_m_mia_logreg, "1", ()),
+    "mia_logreg": (_m_mia_logreg, "2", ()),  # 2: standardised, own splits
     "loss_threshold": (_m_loss_threshold, "1", ()),
     "nomus": (_m_nomus, "1", ("accuracy", "mia_logreg")),
     "utv": (_m_utv, "1", ()),
@@ -349,23 +364,24 @@ class EvalReport:
 
 
 def evaluate(
-    apply_fn,
-    variables,
+    logits_fn: Callable[[np.ndarray], np.ndarray],
     split,
     *,
     metrics: Sequence[str] = DEFAULT_METRICS,
-    retrained=None,
+    retrained_logits_fn: Callable[[np.ndarray], np.ndarray] | None = None,
     shadow=None,
     seed: int = 0,
-    batch_size: int = 512,
     options: Mapping[str, Any] | None = None,
-    logits_fn: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> EvalReport:
     """Evaluates one model on an ``UnlearningData`` with the requested metrics.
 
+    ``eval`` never runs a model itself: the caller passes a function from
+    images to logits, e.g. ``lambda x: train.predict(apply_fn, variables, x)``
+    (batched, jitted once). Each split part is passed through it once.
+
     Args:
-      apply_fn: ``models.make_apply_fn(model)``.
-      variables: the evaluated model's variables.
+      logits_fn: ``images [N, ...] -> logits [N, C]`` of the evaluated model
+        (numpy in; numpy or jax out).
       split: the ``UnlearningData``.
       metrics: names from :func:`metric_names`:
         ``accuracy`` (retain / forget / test; class mode splits test into
@@ -374,54 +390,70 @@ def evaluate(
         as in DLFD, or ``options["mia_feature"] = "log_loss"``),
         ``loss_threshold`` (Yeom et al.: ROC of the loss itself, low loss =
         member; AUC and TPR at low FPR, no training), ``nomus``,
-        ``utv`` (needs ``retrained``), ``mia_svc`` (SalUn/RWFT MIA-efficacy,
-        percent of forget predicted non-member), ``mia_nn`` (RWFT; class mode;
-        neighbour from ``retrained`` or ``options["neighbour_class"]``),
-        ``phi_logreg_auc`` (the Blend code's score), ``lira`` and ``rmia``
-        (need ``shadow``: models trained on :func:`shadow_pool`).
-        Unseen data is the test set, restricted to the forgotten classes in
-        class mode.
-      retrained: variables of the retrained reference model.
+        ``utv`` (needs ``retrained_logits_fn``), ``mia_svc`` (SalUn/RWFT
+        MIA-efficacy, percent of forget predicted non-member), ``mia_nn``
+        (RWFT; class mode; neighbour from ``retrained_logits_fn`` or
+        ``options["neighbour_class"]``), ``phi_logreg_auc`` (the Blend code's
+        score), ``lira`` and ``rmia`` (need ``shadow``: models trained on
+        :func:`shadow_pool`). Unseen data is the test set, restricted to the
+        forgotten classes in class mode.
+      retrained_logits_fn: the same for the retrained reference model.
       shadow: a ``train.ShadowResult`` on ``shadow_pool(split)[0]``.
       seed: seed of the attacks' subsampling and splits.
-      batch_size: evaluation batch size.
-      options: ``neighbour_class`` (mia_nn), ``rmia_gamma``, ``mia_feature``.
-      logits_fn: optional override mapping images to logits of the evaluated
-        model (default: ``train.predict(apply_fn, variables, x)``).
+      options: ``neighbour_class`` (mia_nn), ``rmia_gamma``, ``mia_feature``
+        (``"loss"`` or ``"log_loss"``).
 
     Returns:
       An :class:`EvalReport`. ``values["diverged"]`` is True when the model's
       logits are not finite; then only ``accuracy`` is computed and the other
       requested metrics are absent (listed in ``metrics`` only if they ran).
 
+    Raises:
+      TypeError: if ``logits_fn`` / ``retrained_logits_fn`` is not callable,
+        or ``metrics`` is a bare string.
+      ValueError: on unknown metrics or options, logits of the wrong shape,
+        or a metric whose inputs are missing.
+
     Examples:
-      >>> import jax
       >>> from jaxunlearn import data, eval, models, train
       >>> split = data.split(data.load("digits"), "random", forget_fraction=0.1)
       >>> model = models.get_model("mlp", 10, hidden=(32,))
       >>> v, _ = train.train_original(model, split, train.TrainConfig(epochs=3))
-      >>> r = eval.evaluate(models.make_apply_fn(model), v, split)
+      >>> apply_fn = models.make_apply_fn(model)
+      >>> r = eval.evaluate(lambda x: train.predict(apply_fn, v, x), split)
       >>> sorted(r.values)[:3]
       ['acc_forget', 'acc_retain', 'acc_test']
     """
     from jaxunlearn import cache
-    from jaxunlearn.train import predict  # the jit boundary
 
+    for name, fn in (
+        ("logits_fn", logits_fn),
+        ("retrained_logits_fn", retrained_logits_fn),
+    ):
+        if fn is not None and not callable(fn):
+            raise TypeError(
+                f"{name} must be a function from images to logits, e.g. "
+                f"lambda x: train.predict(apply_fn, variables, x); got "
+                f"{type(fn).__name__}."
+            )
+    if logits_fn is None:
+        raise TypeError("logits_fn must be a function from images to logits.")
+    if isinstance(metrics, str):
+        raise TypeError(f"metrics must be a sequence of names, got str {metrics!r}.")
     unknown = [m for m in metrics if m not in _METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; valid: {metric_names()}.")
-    if logits_fn is None:
+    options = dict(options or {})
+    bad = sorted(set(options) - set(_OPTIONS))
+    if bad:
+        raise ValueError(f"unknown options {bad}; valid: {_OPTIONS}.")
+    if options.get("mia_feature", "loss") not in ("loss", "log_loss"):
+        raise ValueError(
+            "options['mia_feature'] must be 'loss' or 'log_loss', got "
+            f"{options['mia_feature']!r}."
+        )
 
-        def logits_fn(x):
-            return predict(apply_fn, variables, x, batch_size=batch_size)
-
-    ref_fn = None
-    if retrained is not None:
-
-        def ref_fn(x):
-            return predict(apply_fn, retrained, x, batch_size=batch_size)
-
-    ctx = _Context(split, logits_fn, ref_fn, shadow, seed, dict(options or {}))
+    ctx = _Context(split, logits_fn, retrained_logits_fn, shadow, seed, options)
     order: list[str] = []
     for m in metrics:
         for dep in _METRICS[m][2] + (m,):
