@@ -93,6 +93,32 @@ def _host_arrays(data: Any):
 MODES = ("auto", "scan", "loop", "sequential")
 
 
+def _batch_sizes(batch_size, sizes: Mapping[str, int]) -> dict[str, int]:
+    """``{set: batch size}`` from an int or a partial mapping (validated)."""
+
+    def check(name, bs):
+        if isinstance(bs, bool) or not isinstance(bs, int | np.integer) or bs < 1:
+            raise ValueError(
+                f"`batch_size` must be a positive int (set {name!r}), got {bs!r}."
+            )
+        return int(bs)
+
+    if isinstance(batch_size, Mapping):
+        unknown = sorted(set(batch_size) - set(sizes))
+        if unknown:
+            raise ValueError(
+                f"`batch_size` names sets {unknown} that the data does not have"
+                f" ({sorted(sizes)})."
+            )
+        out = {k: check(k, v) for k, v in batch_size.items()}
+        default = out.get("retain") or next(iter(out.values()), None)
+        if default is None:
+            raise ValueError("`batch_size` mapping is empty.")
+        return {name: out.get(name, default) for name in sizes}
+    bs = check("*", batch_size)
+    return {name: bs for name in sizes}
+
+
 class EpochRunner:
     """Compiles one epoch of ``method.step``.
 
@@ -123,7 +149,9 @@ class EpochRunner:
     Args:
       method: the method to run.
       sizes: ``{set name: number of examples}`` (static shapes).
-      batch_size: examples per set per step.
+      batch_size: examples per set per step: an int for every set, or
+        ``{set name: int}`` (each set has its own batch size and its own
+        shuffling stream; a set missing from the mapping uses the driver's).
       mesh: optional mesh with a ``"data"`` axis (batches sharded) or a
         ``"replica"`` axis (replicas sharded, for ``replica_epoch``).
       driver_steps: steps per epoch when training on subsets of the driver set
@@ -148,24 +176,23 @@ class EpochRunner:
         for name, n in sizes.items():
             if n < 1:
                 raise ValueError(f"the {name!r} set is empty.")
-        if (
-            mesh is not None
-            and "data" in mesh.shape
-            and batch_size % mesh.shape["data"]
-        ):
-            raise ValueError(
-                f"batch_size={batch_size} must be divisible by the mesh's data axis"
-                f" ({mesh.shape['data']} devices)."
-            )
+        self.batch_sizes = _batch_sizes(batch_size, sizes)
+        if mesh is not None and "data" in mesh.shape:
+            for name, bs in self.batch_sizes.items():
+                if bs % mesh.shape["data"]:
+                    raise ValueError(
+                        f"batch_size={bs} (set {name!r}) must be divisible by the"
+                        f" mesh's data axis ({mesh.shape['data']} devices)."
+                    )
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         self.method = method
         self.sizes = dict(sizes)
-        self.batch_size = batch_size
+        self.batch_size = self.batch_sizes[method.driver]
         self.mesh = mesh
         self.mode = mode
         self.num_steps = driver_steps or data_lib.num_batches(
-            sizes[method.driver], batch_size
+            sizes[method.driver], self.batch_size
         )
         self._compiled = {}
         self.compile_time = 0.0
@@ -174,16 +201,15 @@ class EpochRunner:
         plans = {}
         for i, (name, n) in enumerate(sorted(self.sizes.items())):
             k = jax.random.fold_in(key, i)
+            bs = self.batch_sizes[name]
             if name == self.method.driver and subset is not None:
                 plans[name] = data_lib.subset_epoch_indices(
-                    k, subset, self.batch_size, self.num_steps
+                    k, subset, bs, self.num_steps
                 )
             elif name == self.method.driver:
-                plans[name] = data_lib.epoch_indices(k, n, self.batch_size)
+                plans[name] = data_lib.epoch_indices(k, n, bs)
             else:
-                plans[name] = data_lib.cycle_indices(
-                    k, n, self.batch_size, self.num_steps
-                )
+                plans[name] = data_lib.cycle_indices(k, n, bs, self.num_steps)
         return plans
 
     def _keyed_plan(self, key, subset=None):
@@ -425,7 +451,12 @@ def unlearn(
     arrays, sizes = _host_arrays(data)
     runner = EpochRunner(method, sizes, batch_size, mesh)
     # Same key derivation as unlearn_replicas, so replica k == unlearn(keys[k]).
-    state = method.init(variables, key=jax.random.fold_in(key, 0), hparams=hparams)
+    state = method.init(
+        variables,
+        key=jax.random.fold_in(key, 0),
+        hparams=hparams,
+        num_steps=epochs * runner.num_steps,
+    )
     # The epoch donates its state: copy so the caller's arrays stay alive.
     state = runner.place(jax.tree.map(lambda x: jnp.array(x, copy=True), state))
     arrays = runner.place(arrays)
@@ -674,8 +705,9 @@ def unlearn_replicas(
             for k, v in hparams.items()
         }
     init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    total = epochs * runner.num_steps
     states = jax.vmap(
-        lambda v, k, h: method.init(v, key=k, hparams=h),
+        lambda v, k, h: method.init(v, key=k, hparams=h, num_steps=total),
         in_axes=(0, 0, None if hp is None else 0),
     )(variables, init_keys, hp)
     states = runner.place_replicas(

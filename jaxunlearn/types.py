@@ -16,7 +16,11 @@ Variables = Mapping[str, PyTree]
 
 
 class ApplyFn(Protocol):
-    """``apply_fn(variables, x, *, train, key) -> (logits, new_variables)``."""
+    """``apply_fn(variables, x, *, train, key, return_features, mask) -> (out, new_variables)``.
+
+    ``mask`` (boolean ``[N]``) marks the real rows of a padded batch; in
+    training mode BatchNorm statistics are computed over those rows only.
+    """
 
     def __call__(
         self,
@@ -25,6 +29,8 @@ class ApplyFn(Protocol):
         *,
         train: bool = False,
         key: jax.Array | None = None,
+        return_features: bool = False,
+        mask: jax.Array | None = None,
     ) -> tuple[jax.Array, Variables]: ...
 
 

@@ -35,13 +35,36 @@ def _l1(p):
 def test_l1_sparse_shrinks_the_weights_more_than_finetune(digits_class_split, trained):
     _, apply_fn, v = trained
     norms = {}
-    for name, kw in (("finetune", {}), ("l1_sparse", {"alpha": 1e-3})):
+    for name, kw in (("finetune", {}), ("l1_sparse", {"alpha": 1e-3, "decay": "constant"})):
         m = methods.get(name, apply_fn=apply_fn, learning_rate=0.05, **kw)
         r = train.unlearn(
             m, v, digits_class_split, epochs=3, batch_size=64, key=jax.random.key(0)
         )
         norms[name] = _l1(r.variables["params"])
     assert norms["l1_sparse"] < 0.9 * norms["finetune"]
+
+
+def test_l1_sparse_weight_decays_linearly_over_the_run(digits_class_split, trained):
+    """Default schedule (Jia et al.): alpha_t = alpha * (1 - t / T) with T the
+    run's length in steps, which ``train.unlearn`` passes to ``init``."""
+    _, apply_fn, v = trained
+    m = methods.get("l1_sparse", apply_fn=apply_fn, learning_rate=0.01, alpha=1e-4)
+    r = train.unlearn(
+        m, v, digits_class_split, epochs=2, batch_size=256, key=jax.random.key(0)
+    )
+    steps = 2 * data.num_batches(len(digits_class_split.retain["label"]), 256)
+    assert float(r.state.extra["decay_steps"]) == steps
+    per_epoch = steps // 2
+    expect = [np.mean([1 - t / steps for t in range(e * per_epoch, (e + 1) * per_epoch)])
+              for e in range(2)]
+    got = [h["l1_scale"] for h in r.history]
+    np.testing.assert_allclose(got, expect, rtol=1e-5)
+    with pytest.raises(ValueError, match="num_steps"):
+        m.init(v)
+    const = methods.get("l1_sparse", apply_fn=apply_fn, decay="constant")
+    const.init(v)  # no run length needed
+    with pytest.raises(ValueError, match="decay"):
+        methods.get("l1_sparse", apply_fn=apply_fn, decay="cosine")
 
 
 def test_salun_moves_only_salient_weights(digits_class_split, trained):

@@ -69,7 +69,7 @@ def test_registry_lists_required_methods():
 def test_step_jits_is_type_stable_and_compiles_once(name, setup):
     split, model, apply_fn, example, original = setup
     m = _make(name, apply_fn, model, example, split)
-    state = m.init(original, key=jax.random.key(0))
+    state = m.init(original, key=jax.random.key(0), num_steps=100)
     # All gradient methods share one inner `step` code object: reset chex's
     # per-code trace counter so each parametrised case counts only its own.
     chex.clear_trace_counter()
@@ -99,7 +99,7 @@ def test_vmap_over_two_seeds_equals_two_runs(name, setup):
     states, keys = [], []
     for seed in (0, 1):
         v = models.init(model, jax.random.key(10 + seed), example)
-        states.append(m.init(v, key=jax.random.key(20 + seed)))
+        states.append(m.init(v, key=jax.random.key(20 + seed), num_steps=100))
         keys.append(jax.random.key(30 + seed))
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *states)
     vstep = jax.jit(jax.vmap(m.step, in_axes=(0, None, 0)))

@@ -113,9 +113,15 @@ def cycle_indices(
 
 
 def gather(arrays: dict, idx: jax.Array, mask: jax.Array) -> dict:
-    """Gathers ``arrays[k][idx]`` for each key and adds ``"mask"``."""
+    """Gathers ``arrays[k][idx]`` for each key and adds ``"mask"`` and ``"index"``.
+
+    ``"index"`` is ``idx`` itself (the position of each slot's example in its
+    set), so a step can key per-example randomness that is the same every
+    epoch (e.g. random labels drawn once per example).
+    """
     out = {k: jnp.take(v, idx, axis=0) for k, v in arrays.items()}
     out["mask"] = mask
+    out["index"] = idx
     return out
 
 

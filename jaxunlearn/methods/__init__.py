@@ -13,15 +13,22 @@ Adding a method: write a factory in its own module that returns
 
 from jaxunlearn.methods._base import (
     DRIVERS,
+    GradientSpec,
+    LossFn,
     Method,
+    Objective,
     UnlearnState,
+    check_hparam,
     default_tx,
     freeze_except,
     get,
     gradient_method,
     names,
     needs_forget_classes,
+    objective_of,
     register,
+    sgd_tx,
+    with_objective,
 )
 from jaxunlearn.methods._baselines import (
     finetune,
@@ -47,6 +54,13 @@ from jaxunlearn.methods._svd import scaled_projection, svd, svd_unlearn
 
 __all__ = [
     "DRIVERS",
+    "GradientSpec",
+    "LossFn",
+    "Objective",
+    "check_hparam",
+    "objective_of",
+    "sgd_tx",
+    "with_objective",
     "boundary_shrink",
     "l1_sparse",
     "saliency_mask",

@@ -13,6 +13,8 @@ which returns a pair of pure functions::
 
 import dataclasses
 import inspect
+import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -54,11 +56,14 @@ class Method(NamedTuple):
       step: ``step(state, batch, key) -> (state, metrics)``.
       driver: ``"retain"`` or ``"forget"``: an epoch is one pass over this set;
         the other set is cycled to the same number of steps.
+      spec: for a gradient method, the :class:`GradientSpec` it was built
+        from (its objective is reachable for wrappers); None otherwise.
     """
 
     init: Callable[..., UnlearnState]
     step: Callable[[UnlearnState, Batch, jax.Array], tuple[UnlearnState, Metrics]]
     driver: str = "retain"
+    spec: Any = None
 
 
 _REGISTRY: dict[str, Callable[..., Method]] = {}
@@ -136,6 +141,66 @@ def get(name: str, **kwargs: Any) -> Method:
     return factory(**kwargs)
 
 
+def _check_scalar(name: str, value: Any, *, low: float, high: float | None = None,
+                  low_open: bool = False) -> float:
+    """Validates a hyperparameter on the host, before anything compiles."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be a real number, got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    v = float(value)
+    bad = not math.isfinite(v) or (v <= low if low_open else v < low)
+    if high is not None and v > high:
+        bad = True
+    if bad:
+        bound = f"> {low}" if low_open else f">= {low}"
+        if high is not None:
+            bound += f" and <= {high}"
+        raise ValueError(f"`{name}` must be finite and {bound}, got {value!r}.")
+    return v
+
+
+def check_hparam(name: str, value: Any, *, low: float = 0.0,
+                 high: float | None = None, low_open: bool = False) -> float:
+    """Public form of the host-side check every factory runs on its scalars.
+
+    Raises ``TypeError`` for a non-number (a string, a bool) and ``ValueError``
+    for NaN / inf or a value outside ``[low, high]`` (``(low, high]`` when
+    ``low_open``), naming the argument.
+
+    Examples:
+      >>> check_hparam("retain_weight", 0.5, high=1.0)
+      0.5
+    """
+    return _check_scalar(name, value, low=low, high=high, low_open=low_open)
+
+
+def sgd_tx(
+    tx: optax.GradientTransformation | None,
+    *,
+    learning_rate: float,
+    momentum: float,
+    weight_decay: float,
+) -> tuple[optax.GradientTransformation, float | None]:
+    """The optimiser of a factory and its sweepable learning rate.
+
+    Returns ``(tx, None)`` when the caller passed ``tx`` (its own learning
+    rate and schedule apply), else ``(unit-rate SGD, learning_rate)``: SGD
+    with momentum and coupled weight decay at rate 1, which
+    :func:`gradient_method` scales by ``state.hparams["learning_rate"]``.
+    PyTorch's SGD applies the rate after the momentum buffer, so the two are
+    the same optimiser, and the rate can be swept with ``jax.vmap`` like any
+    other hyperparameter.
+    """
+    if tx is not None:
+        return tx, None
+    learning_rate = _check_scalar("learning_rate", learning_rate, low=0.0, low_open=True)
+    momentum = _check_scalar("momentum", momentum, low=0.0, high=1.0)
+    weight_decay = _check_scalar("weight_decay", weight_decay, low=0.0)
+    return optim.sgd(1.0, momentum=momentum, weight_decay=weight_decay), learning_rate
+
+
 def default_tx(
     tx: optax.GradientTransformation | None,
     *,
@@ -143,15 +208,34 @@ def default_tx(
     momentum: float,
     weight_decay: float,
 ) -> optax.GradientTransformation:
-    """``tx`` if given, else SGD with coupled weight decay."""
+    """``tx`` if given, else SGD with coupled weight decay (fixed rate).
+
+    Prefer :func:`sgd_tx`, whose learning rate is sweepable.
+    """
     if tx is not None:
         return tx
+    learning_rate = _check_scalar("learning_rate", learning_rate, low=0.0, low_open=True)
+    momentum = _check_scalar("momentum", momentum, low=0.0, high=1.0)
+    weight_decay = _check_scalar("weight_decay", weight_decay, low=0.0)
     return optim.sgd(learning_rate, momentum=momentum, weight_decay=weight_decay)
+
+
+Trainable = str | Sequence[str] | Callable[[PyTree], Sequence[str]] | None
+
+
+def _trainable_groups(trainable: Trainable, params) -> tuple[str, ...]:
+    from jaxunlearn import models  # noqa: PLC0415  (models sits beside methods)
+
+    groups = trainable(params) if callable(trainable) else trainable
+    if isinstance(groups, str):
+        groups = (groups,)
+    models.group_mask(params, groups)  # validates the names
+    return tuple(groups)
 
 
 def freeze_except(
     tx: optax.GradientTransformation,
-    trainable: str | Sequence[str] | Callable[[PyTree], Sequence[str]] | None,
+    trainable: Trainable,
 ) -> optax.GradientTransformation:
     """Restricts ``tx`` to the parameter groups named in ``trainable``.
 
@@ -161,62 +245,194 @@ def freeze_except(
     """
     if trainable is None:
         return tx
-    from jaxunlearn import models  # local: methods must not need models at import
+    from jaxunlearn import models  # noqa: PLC0415
 
     def labels(params):
-        groups = trainable(params) if callable(trainable) else trainable
-        mask = models.group_mask(params, groups)
+        mask = models.group_mask(params, _trainable_groups(trainable, params))
         return jax.tree.map(lambda m: "train" if m else "freeze", mask)
 
     return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
 
 
-LossFn = Callable[
-    [PyTree, Batch, jax.Array, Mapping[str, jax.Array], PyTree],
+def _freeze_stats(old, new, params, trainable: Trainable):
+    """Non-parameter collections (BatchNorm running averages) of frozen groups
+    keep their old values: a frozen group is frozen whole."""
+    if trainable is None:
+        return new
+    groups = set(_trainable_groups(trainable, params))
+    out = dict(new)
+    for col, tree in new.items():
+        if col == "params" or not isinstance(tree, Mapping) or col not in old:
+            continue
+        out[col] = {
+            g: (sub if g in groups else old[col][g]) for g, sub in tree.items()
+        }
+    return out
+
+
+Objective = Callable[
+    [PyTree, Batch, jax.Array, Mapping[str, jax.Array], PyTree, jax.Array],
     tuple[jax.Array, tuple[PyTree, Metrics]],
 ]
-"""``loss_fn(variables, batch, key, hparams, extra) -> (loss, (variables, metrics))``.
+"""``objective(variables, batch, key, hparams, extra, step) -> (loss, (variables, metrics))``.
 
-The returned variables carry updated non-parameter collections (BatchNorm).
+``step`` is the int32 step counter (schedules such as l1 decay or DLFD's
+weight ramp read it). The returned variables carry updated non-parameter
+collections (BatchNorm); the loss is differentiated w.r.t.
+``variables["params"]``.
 """
+
+LossFn = Objective  # the name used before objectives saw the step counter
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientSpec:
+    """Everything :func:`gradient_method` was built from.
+
+    ``Method.spec`` of a gradient method, so a wrapper can rebuild it around
+    another objective: ``gradient_method(**{**dataclasses.asdict-like fields,
+    "objective": wrapped})`` -- see :func:`with_objective`.
+    """
+
+    objective: Objective
+    tx: optax.GradientTransformation
+    driver: str = "retain"
+    hparams: Mapping[str, float] | None = None
+    learning_rate: float | None = None
+    trainable: Trainable = None
+    update_mask: Callable[[UnlearnState], PyTree] | None = None
+    reinit: Callable[[jax.Array], PyTree] | None = None
+    make_extra: Callable[[PyTree], PyTree] | None = None
+    prepare: Callable[[PyTree], PyTree] | None = None
+    init_hook: Callable[..., UnlearnState] | None = None
+
+
+def objective_of(method: Method) -> Objective:
+    """The objective of a gradient method (``Method.spec.objective``).
+
+    Raises:
+      ValueError: ``method`` was not built by :func:`gradient_method` (e.g.
+        the gradient-free ``svd``).
+    """
+    if getattr(method, "spec", None) is None:
+        raise ValueError("`method` is not a gradient method: it has no objective.")
+    return method.spec.objective
+
+
+def with_objective(
+    method: Method,
+    objective: Objective,
+    *,
+    hparams: Mapping[str, float] | None = None,
+    driver: str | None = None,
+) -> Method:
+    """Rebuilds the gradient method ``method`` around a new ``objective``.
+
+    The optimiser, frozen groups, update mask, extras and hyperparameters are
+    kept; ``hparams`` adds (or overrides) sweepable scalars the new objective
+    reads. This is how a wrapper (e.g. an accelerated-unlearning regulariser)
+    composes with any registered gradient method.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxunlearn import methods, models
+      >>> model = models.get_model("mlp", 3, hidden=(4,))
+      >>> ft = methods.get("finetune", apply_fn=models.make_apply_fn(model))
+      >>> base = methods.objective_of(ft)
+      >>> def doubled(v, b, k, h, e, t):
+      ...     loss, aux = base(v, b, k, h, e, t)
+      ...     return h["scale"] * loss, aux
+      >>> m = methods.with_objective(ft, doubled, hparams={"scale": 2.0})
+      >>> v = models.init(model, jax.random.key(0), jnp.zeros((1, 2, 2, 1)))
+      >>> sorted(m.init(v).hparams)
+      ['learning_rate', 'scale']
+    """
+    spec = getattr(method, "spec", None)
+    if spec is None:
+        raise ValueError("`method` is not a gradient method: it has no objective.")
+    merged = {**(spec.hparams or {}), **(hparams or {})}
+    if spec.learning_rate is not None:
+        merged.pop("learning_rate", None)
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    fields.update(objective=objective, hparams=merged)
+    if driver is not None:
+        fields["driver"] = driver
+    return gradient_method(**fields)
 
 
 def gradient_method(
-    loss_fn: LossFn,
+    objective: Objective,
     tx: optax.GradientTransformation,
     *,
     driver: str = "retain",
     hparams: Mapping[str, float] | None = None,
+    learning_rate: float | None = None,
+    trainable: Trainable = None,
+    update_mask: Callable[[UnlearnState], PyTree] | None = None,
     reinit: Callable[[jax.Array], PyTree] | None = None,
     make_extra: Callable[[PyTree], PyTree] | None = None,
     prepare: Callable[[PyTree], PyTree] | None = None,
+    init_hook: Callable[..., UnlearnState] | None = None,
 ) -> Method:
-    """Builds a ``Method`` that takes one optimiser step on ``loss_fn`` per batch.
+    """Builds a ``Method`` that takes one optimiser step on ``objective`` per batch.
 
     Args:
-      loss_fn: scalar objective, see :data:`LossFn`; differentiated w.r.t.
-        ``variables["params"]``.
+      objective: scalar objective, see :data:`Objective`; differentiated
+        w.r.t. ``variables["params"]``.
       tx: optax transformation applied to the parameter gradients.
       driver: which set defines an epoch (``"retain"`` or ``"forget"``).
       hparams: default sweepable scalars; ``init(..., hparams={...})`` overrides.
+      learning_rate: when given, ``tx`` runs at unit rate (see :func:`sgd_tx`)
+        and the updates are scaled by the sweepable
+        ``state.hparams["learning_rate"]`` (default this value).
+      trainable: parameter groups that train (names, or a function of the
+        params returning names); the others get exactly zero updates and their
+        BatchNorm running averages stay frozen too.
+      update_mask: hook ``update_mask(state) -> pytree`` of multipliers applied
+        to the gradients and to the final updates (e.g. SalUn's saliency
+        mask: masked weights never move, not even by weight decay).
       reinit: if given, ``init`` ignores the incoming variables and starts from
         ``reinit(key)`` (used by ``retrain``).
       make_extra: builds ``state.extra`` from the incoming variables.
       prepare: maps the incoming variables to the ones trained (e.g. adds
         adapters); applied after ``make_extra``.
+      init_hook: ``init_hook(state, **context) -> state`` run at the end of
+        ``init`` with the caller's context (e.g. ``num_steps``, the length of
+        the run, for schedules).
+
+    A step whose driver batch holds no real example (the trailing batches of
+    a subset smaller than the plan) leaves the state unchanged: no momentum,
+    no weight decay, no BatchNorm update, no step count.
     """
     if driver not in DRIVERS:
         raise ValueError(f"driver must be one of {DRIVERS}, got {driver!r}.")
     defaults = dict(hparams or {})
+    if learning_rate is not None:
+        defaults["learning_rate"] = _check_scalar(
+            "learning_rate", learning_rate, low=0.0, low_open=True
+        )
+    spec = GradientSpec(
+        objective=objective,
+        tx=tx,
+        driver=driver,
+        hparams=dict(hparams or {}),
+        learning_rate=learning_rate,
+        trainable=trainable,
+        update_mask=update_mask,
+        reinit=reinit,
+        make_extra=make_extra,
+        prepare=prepare,
+        init_hook=init_hook,
+    )
+    full_tx = freeze_except(tx, trainable)
 
     def init(variables, *, key=None, hparams=None, **context) -> UnlearnState:
-        del context
         if reinit is not None:
             if key is None:
                 raise ValueError("this method re-initialises: pass key=.")
             variables = reinit(key)
-        if "params" not in variables:
-            raise ValueError("variables must contain a 'params' collection.")
+        if not isinstance(variables, Mapping) or "params" not in variables:
+            raise ValueError("`variables` must contain a 'params' collection.")
         variables = dict(variables)
         extra = make_extra(variables) if make_extra is not None else {}
         if prepare is not None:
@@ -227,32 +443,55 @@ def gradient_method(
                 f"unknown hparams {sorted(unknown)}; valid: {sorted(defaults)}."
             )
         hp = {**defaults, **(hparams or {})}
-        return UnlearnState(
+        state = UnlearnState(
             step=jnp.zeros((), jnp.int32),
             variables=variables,
-            opt_state=tx.init(variables["params"]),
+            opt_state=full_tx.init(variables["params"]),
             hparams={k: jnp.asarray(v, jnp.float32) for k, v in hp.items()},
             extra=extra,
         )
+        if init_hook is not None:
+            state = init_hook(state, **context)
+        return state
 
     def step(state: UnlearnState, batch: Batch, key: jax.Array):
         key = jax.random.fold_in(key, state.step)
         params = state.variables["params"]
 
-        def objective(p):
+        def loss_of(p):
             variables = {**state.variables, "params": p}
-            return loss_fn(variables, batch, key, state.hparams, state.extra)
+            return objective(
+                variables, batch, key, state.hparams, state.extra, state.step
+            )
 
         (loss, (new_vars, metrics)), grads = jax.value_and_grad(
-            objective, has_aux=True
+            loss_of, has_aux=True
         )(params)
-        updates, opt_state = tx.update(grads, state.opt_state, params)
-        params = optax.apply_updates(params, updates)
-        variables = {**new_vars, "params": params}
+        mask = update_mask(state) if update_mask is not None else None
+        if mask is not None:
+            grads = jax.tree.map(jnp.multiply, grads, mask)
+        updates, opt_state = full_tx.update(grads, state.opt_state, params)
+        if learning_rate is not None:
+            lr = state.hparams["learning_rate"]
+            updates = jax.tree.map(lambda u: (u * lr).astype(u.dtype), updates)
+        if mask is not None:
+            updates = jax.tree.map(jnp.multiply, updates, mask)
+        new_params = optax.apply_updates(params, updates)
+        variables = _freeze_stats(state.variables, new_vars, params, trainable)
+        variables = {**variables, "params": new_params}
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
         new_state = dataclasses.replace(
             state, step=state.step + 1, variables=variables, opt_state=opt_state
         )
+        part = batch.get(driver) if isinstance(batch, Mapping) else None
+        if part is not None and "mask" in part:
+            real = jnp.any(part["mask"])
+            new_state = jax.tree.map(
+                lambda a, b: jnp.where(real, a, b), new_state, state
+            )
+            metrics = jax.tree.map(
+                lambda m: jnp.where(real, m, jnp.zeros_like(m)), metrics
+            )
         return new_state, metrics
 
-    return Method(init=init, step=step, driver=driver)
+    return Method(init=init, step=step, driver=driver, spec=spec)

@@ -12,29 +12,70 @@ import optax
 
 from jaxunlearn.methods._base import (
     Method,
-    default_tx,
-    freeze_except,
+    check_hparam,
     gradient_method,
     register,
+    sgd_tx,
 )
 from jaxunlearn.methods._common import batch_ce, random_other_labels
 from jaxunlearn.types import ApplyFn, PyTree
 
 
-def _tx(tx, learning_rate, momentum, weight_decay, trainable):
-    tx = default_tx(
+def _gm(objective, tx, learning_rate, momentum, weight_decay, **kw) -> Method:
+    """``gradient_method`` with the factories' SGD defaults (sweepable rate)."""
+    tx, lr = sgd_tx(
         tx, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
     )
-    return freeze_except(tx, trainable)
+    return gradient_method(objective, tx, learning_rate=lr, **kw)
 
 
-def random_label_loss(apply_fn, num_classes: int):
-    """``CE(forget, random wrong labels) + w * CE(retain)``, fresh labels per step
-    (shared by ``random_label`` and ``salun``)."""
+LABEL_MODES = ("per_step", "per_example")
 
-    def loss_fn(variables, batch, key, hparams, extra):
+
+def random_forget_labels(key, part, num_classes: int, mode: str, extra):
+    """Random labels for a forget batch.
+
+    ``"per_step"``: fresh labels every step, never the true one.
+    ``"per_example"``: one label per forget example, drawn once for the whole
+    run from all ``num_classes`` classes (possibly the true one), as the
+    reference codes do (``randint(0, C)`` when the data set is built); the
+    draw is ``randint(fold_in(extra["label_key"], index))`` of the example's
+    index in the forget set, so it needs no table and is the same every epoch.
+    """
+    if mode == "per_step":
+        return random_other_labels(key, part["label"], num_classes)
+    if "index" not in part:
+        raise ValueError(
+            "per-example random labels need the batch's 'index' (gathered by "
+            "jaxunlearn.data.gather)."
+        )
+    keys = jax.vmap(lambda i: jax.random.fold_in(extra["label_key"], i))(part["index"])
+    return jax.vmap(lambda k: jax.random.randint(k, (), 0, num_classes))(keys)
+
+
+def check_label_mode(labels: str) -> None:
+    if labels not in LABEL_MODES:
+        raise ValueError(f"`labels` must be one of {LABEL_MODES}, got {labels!r}.")
+
+
+def label_key_extra(labels: str, seed: int):
+    """``state.extra`` entry holding the key of the per-example labels."""
+    if labels != "per_example":
+        return {}
+    return {"label_key": jax.random.key_data(jax.random.key(seed))}
+
+
+def random_label_loss(apply_fn, num_classes: int, labels: str = "per_step"):
+    """``CE(forget, random labels) + w * CE(retain)`` (shared by
+    ``random_label`` and ``salun``); ``labels`` as :func:`random_forget_labels`."""
+    check_label_mode(labels)
+
+    def loss_fn(variables, batch, key, hparams, extra, step):
         k_lab, k_f, k_r = jax.random.split(key, 3)
-        fake = random_other_labels(k_lab, batch["forget"]["label"], num_classes)
+        ex = extra
+        if labels == "per_example":
+            ex = {"label_key": jax.random.wrap_key_data(extra["label_key"])}
+        fake = random_forget_labels(k_lab, batch["forget"], num_classes, labels, ex)
         ce_f, variables, acc_f = batch_ce(
             apply_fn, variables, batch["forget"], k_f, labels=fake
         )
@@ -52,7 +93,7 @@ def random_label_loss(apply_fn, num_classes: int):
 
 
 def _retain_ce(apply_fn):
-    def loss_fn(variables, batch, key, hparams, extra):
+    def loss_fn(variables, batch, key, hparams, extra, step):
         loss, variables, acc = batch_ce(apply_fn, variables, batch["retain"], key)
         return loss, (variables, {"retain_ce": loss, "retain_acc": acc})
 
@@ -89,8 +130,13 @@ def finetune(
       >>> int(m.init(v).step)
       0
     """
-    return gradient_method(
-        _retain_ce(apply_fn), _tx(tx, learning_rate, momentum, weight_decay, trainable)
+    return _gm(
+        _retain_ce(apply_fn),
+        tx,
+        learning_rate,
+        momentum,
+        weight_decay,
+        trainable=trainable,
     )
 
 
@@ -117,14 +163,12 @@ def retrain(
     """
     if init_fn is None:
         raise ValueError("retrain needs init_fn=(key -> fresh variables).")
-    return gradient_method(
+    return _gm(
         _retain_ce(apply_fn),
-        default_tx(
-            tx,
-            learning_rate=learning_rate,
-            momentum=momentum,
-            weight_decay=weight_decay,
-        ),
+        tx,
+        learning_rate,
+        momentum,
+        weight_decay,
         reinit=init_fn,
     )
 
@@ -148,14 +192,18 @@ def neggrad(
       repository (SGD lr 1e-3, momentum 0.9, wd 5e-4, 1 epoch).
     """
 
-    def loss_fn(variables, batch, key, hparams, extra):
+    def loss_fn(variables, batch, key, hparams, extra, step):
         ce, variables, acc = batch_ce(apply_fn, variables, batch["forget"], key)
         return -ce, (variables, {"forget_ce": ce, "forget_acc": acc})
 
-    return gradient_method(
+    return _gm(
         loss_fn,
-        _tx(tx, learning_rate, momentum, weight_decay, trainable),
+        tx,
+        learning_rate,
+        momentum,
+        weight_decay,
         driver="forget",
+        trainable=trainable,
     )
 
 
@@ -179,7 +227,9 @@ def neggrad_plus(
       Kurmanji et al., Towards Unbounded Machine Unlearning (NeurIPS 2023).
     """
 
-    def loss_fn(variables, batch, key, hparams, extra):
+    check_hparam("retain_weight", retain_weight, high=1.0)
+
+    def loss_fn(variables, batch, key, hparams, extra, step):
         k_r, k_f = jax.random.split(key)
         ce_r, variables, acc_r = batch_ce(apply_fn, variables, batch["retain"], k_r)
         ce_f, variables, acc_f = batch_ce(apply_fn, variables, batch["forget"], k_f)
@@ -193,10 +243,14 @@ def neggrad_plus(
         }
         return loss, (variables, metrics)
 
-    return gradient_method(
+    return _gm(
         loss_fn,
-        _tx(tx, learning_rate, momentum, weight_decay, trainable),
+        tx,
+        learning_rate,
+        momentum,
+        weight_decay,
         hparams={"retain_weight": retain_weight},
+        trainable=trainable,
     )
 
 
@@ -211,11 +265,17 @@ def random_label(
     weight_decay: float = 5e-4,
     retain_weight: float = 1.0,
     trainable: str | Sequence[str] | None = None,
+    labels: str = "per_step",
+    label_seed: int = 0,
 ) -> Method:
-    """Random labels (RL): fit forget examples to random wrong labels.
+    """Random labels (RL): fit forget examples to random labels.
 
-    Loss: ``CE(forget, random label != y) + w * CE(retain, y)`` with
-    ``w = state.hparams["retain_weight"]``; fresh random labels every step.
+    Loss: ``CE(forget, random label) + w * CE(retain, y)`` with
+    ``w = state.hparams["retain_weight"]``. ``labels="per_step"`` (default)
+    draws fresh wrong labels (never the true one) every step;
+    ``labels="per_example"`` draws one label per forget example for the whole
+    run from all classes (the reference codes' ``randint(0, C)``), seeded by
+    ``label_seed``.
     An epoch runs over the retain set with forget batches cycled alongside, so
     the model trains on the relabelled forget set together with the retain set
     (as SalUn's RL does with their union).
@@ -226,9 +286,15 @@ def random_label(
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"random_label needs num_classes >= 2, got {num_classes!r}.")
 
-    loss_fn = random_label_loss(apply_fn, num_classes)
-    return gradient_method(
+    check_hparam("retain_weight", retain_weight)
+    loss_fn = random_label_loss(apply_fn, num_classes, labels)
+    return _gm(
         loss_fn,
-        _tx(tx, learning_rate, momentum, weight_decay, trainable),
+        tx,
+        learning_rate,
+        momentum,
+        weight_decay,
         hparams={"retain_weight": retain_weight},
+        trainable=trainable,
+        make_extra=lambda v: label_key_extra(labels, label_seed),
     )

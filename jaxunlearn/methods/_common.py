@@ -14,12 +14,16 @@ def batch_ce(apply_fn, variables, part, key, labels=None):
       variables: current Flax variables.
       part: ``{"image", "label", "mask"}`` batch.
       key: dropout key.
+      (``part["mask"]`` also reaches every BatchNorm layer: padded slots
+      never enter the batch statistics.)
       labels: optional labels replacing ``part["label"]``.
 
     Returns:
       ``(loss, new_variables, accuracy)``; accuracy is w.r.t. ``part["label"]``.
     """
-    logits, variables = apply_fn(variables, part["image"], train=True, key=key)
+    logits, variables = apply_fn(
+        variables, part["image"], train=True, key=key, mask=part["mask"]
+    )
     y = part["label"] if labels is None else labels
     loss = losses.masked_mean(losses.cross_entropy(logits, y), part["mask"])
     correct = (jnp.argmax(logits, -1) == part["label"]).astype(jnp.float32)

@@ -20,11 +20,17 @@ import optax
 from jaxunlearn import losses, models
 from jaxunlearn.methods._base import (
     Method,
-    default_tx,
-    freeze_except,
+    check_hparam,
     gradient_method,
     register,
+    sgd_tx,
 )
+
+BN_MODES = ("train", "eval")
+"""BatchNorm during RWFT's forget-only training. ``"train"``: batch statistics
+in the forward pass and running averages updated for the trainable groups;
+``"eval"``: running averages used and never updated. Either way the running
+averages of frozen groups stay frozen (a frozen group is frozen whole)."""
 from jaxunlearn.methods._common import batch_ce
 from jaxunlearn.types import ApplyFn
 
@@ -48,8 +54,7 @@ def intermediate_group(groups: Sequence[str]) -> str:
 def middle_group(groups: Sequence[str]) -> str:
     """Where RW-A inserts its middle adapter: after this top-level stage.
 
-    ResNet: ``layer2`` (the "middle residual stage"; METHODS.md 2.2 suggests
-    it). Other models: the middle ``block`` (CNN / ConvNet-3: ``block2``,
+    ResNet: ``layer2`` (the "middle residual stage"). Other models: the middle ``block`` (CNN / ConvNet-3: ``block2``,
     VGG: ``block3``, a 2-block MLP: ``block1``).
     """
     groups = sorted(groups)
@@ -72,9 +77,13 @@ def _rwft(
     weight_decay: float,
     retain_weight: float,
     trainable,
-    train_mode: bool = True,
+    bn: str = "train",
     prepare=None,
 ) -> Method:
+    if bn not in BN_MODES:
+        raise ValueError(f"`bn` must be one of {BN_MODES}, got {bn!r}.")
+    check_hparam("retain_weight", retain_weight, high=1.0)
+    train_mode = bn == "train"
     if forget_classes is None:
         raise ValueError("RWFT needs forget_classes= (an int or a sequence).")
     if strategy not in losses.STRATEGIES:
@@ -83,14 +92,14 @@ def _rwft(
         )
     use_retain = retain_weight > 0
 
-    def loss_fn(variables, batch, key, hparams, extra):
+    def loss_fn(variables, batch, key, hparams, extra, step):
         part = batch["forget"]
         teacher_logits, _ = apply_fn(extra["teacher"], part["image"], train=False)
         q = losses.reweighted_targets(
             jax.lax.stop_gradient(teacher_logits), forget_classes, strategy=strategy
         )
         logits, variables = apply_fn(
-            variables, part["image"], train=train_mode, key=key
+            variables, part["image"], train=train_mode, key=key, mask=part["mask"]
         )
         loss = losses.masked_mean(losses.soft_cross_entropy(logits, q), part["mask"])
         metrics = {"rw_ce": loss}
@@ -102,13 +111,15 @@ def _rwft(
             metrics.update(retain_ce=ce_r, retain_acc=acc_r)
         return loss, (variables, metrics)
 
-    tx = default_tx(
+    tx, lr = sgd_tx(
         tx, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
     )
     hparams = {"retain_weight": retain_weight} if use_retain else None
     return gradient_method(
         loss_fn,
-        freeze_except(tx, trainable),
+        tx,
+        learning_rate=lr,
+        trainable=trainable,
         driver="forget",
         hparams=hparams,
         make_extra=lambda v: {"teacher": _without_adapters(v)},
@@ -132,6 +143,7 @@ def rwft_o(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     retain_weight: float = 0.0,
+    bn: str = "train",
 ) -> Method:
     """RWFT-O: fine-tune all parameters towards q* on forget-class samples.
 
@@ -140,7 +152,9 @@ def rwft_o(
       forget_classes: the class(es) to forget.
       strategy: ``"proportional"`` (Eq. 3) or ``"max"`` (Eqs. 5-6).
       retain_weight: weight of an optional retain cross-entropy term (0 = off,
-        the paper's setting).
+        the paper's setting), in [0, 1].
+      bn: ``"train"`` (default; PyTorch's ``model.train()``) or ``"eval"``,
+        see :data:`BN_MODES`. The paper does not say.
 
     Examples:
       >>> import jax
@@ -161,6 +175,7 @@ def rwft_o(
         weight_decay=weight_decay,
         retain_weight=retain_weight,
         trainable=None,
+        bn=bn,
     )
 
 
@@ -176,13 +191,17 @@ def rwft_2_o(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     retain_weight: float = 0.0,
+    bn: str = "train",
 ) -> Method:
     """RWFT-2-O: like RWFT-O but only one intermediate stage plus the head train.
 
     ``trainable`` defaults to ``(intermediate_group(groups), "head")``, chosen
     from the model's parameter groups when the state is initialised (ResNet:
     ``layer3`` + ``head``; others: second-to-last stage + ``head``). Frozen
-    groups get exactly zero updates (``optax.multi_transform``).
+    groups get exactly zero updates (``optax.multi_transform``) and keep their
+    BatchNorm running averages; ``bn`` (see :data:`BN_MODES`) sets the
+    BatchNorm mode of the forward pass and whether the trainable groups'
+    running averages move.
     """
     if trainable is None:
 
@@ -199,6 +218,7 @@ def rwft_2_o(
         weight_decay=weight_decay,
         retain_weight=retain_weight,
         trainable=trainable,
+        bn=bn,
     )
 
 
@@ -267,6 +287,6 @@ def rw_a(
         weight_decay=weight_decay,
         retain_weight=0.0,
         trainable=models.ADAPTERS,
-        train_mode=False,
+        bn="eval",
         prepare=prepare,
     )

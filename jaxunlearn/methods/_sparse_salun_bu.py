@@ -1,7 +1,6 @@
 """Baselines of the RWFT tables: l1-sparse, SalUn and Boundary Shrink (BU).
 
-Defaults follow the papers' public code as summarised in METHODS.md 2.6 / 4.6
-(Unlearn-Sparse / Unlearn-Saliency); drivers set learning rates and epochs.
+Defaults follow the papers' public code (Unlearn-Sparse / Unlearn-Saliency); drivers set learning rates and epochs.
 """
 
 import dataclasses
@@ -13,8 +12,14 @@ import numpy as np
 import optax
 
 from jaxunlearn import losses
-from jaxunlearn.methods._base import Method, default_tx, gradient_method, register
-from jaxunlearn.methods._baselines import random_label_loss
+from jaxunlearn.methods._base import (
+    Method,
+    check_hparam,
+    gradient_method,
+    register,
+    sgd_tx,
+)
+from jaxunlearn.methods._baselines import label_key_extra, random_label_loss
 from jaxunlearn.methods._common import batch_ce
 from jaxunlearn.types import ApplyFn
 
@@ -28,6 +33,7 @@ def l1_sparse(
     apply_fn: ApplyFn,
     *,
     alpha: float = 1e-4,
+    decay: str = "linear",
     decay_steps: int | None = None,
     tx: optax.GradientTransformation | None = None,
     learning_rate: float = 1e-2,
@@ -36,45 +42,58 @@ def l1_sparse(
 ) -> Method:
     """l1-sparse unlearning: retain cross-entropy plus ``alpha_t * ||theta||_1``.
 
-    ``alpha_t = alpha * max(0, 1 - t / decay_steps)`` (a linear decay to 0, as
-    Jia et al.'s schedule; constant when ``decay_steps`` is None). ``alpha`` is
+    ``decay="linear"`` (default, Jia et al.'s schedule):
+    ``alpha_t = alpha * max(0, 1 - t / T)`` with ``T = decay_steps``, by default
+    the length of the run (``train.unlearn`` passes ``num_steps`` to ``init``;
+    calling ``init`` yourself, pass ``num_steps=`` or give ``decay_steps``).
+    ``decay="constant"`` keeps ``alpha``. ``alpha`` is
     ``state.hparams["alpha"]`` and can be swept with vmap.
 
     References:
       Jia et al., "Model Sparsity Can Simplify Machine Unlearning" (NeurIPS
-      2023); R18 defaults alpha 1e-4, lr 1e-2 (METHODS.md 4.6).
+      2023); R18 defaults alpha 1e-4, lr 1e-2.
     """
-    if decay_steps is not None and decay_steps < 1:
-        raise ValueError(f"decay_steps must be >= 1, got {decay_steps!r}.")
+    if decay not in ("linear", "constant"):
+        raise ValueError(f"`decay` must be 'linear' or 'constant', got {decay!r}.")
+    if decay_steps is not None and (
+        isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 1
+    ):
+        raise ValueError(f"`decay_steps` must be an int >= 1, got {decay_steps!r}.")
+    check_hparam("alpha", alpha)
 
-    def loss_fn(variables, batch, key, hparams, extra):
+    def loss_fn(variables, batch, key, hparams, extra, step):
         ce, variables, acc = batch_ce(apply_fn, variables, batch["retain"], key)
         scale = 1.0
-        if decay_steps is not None:
-            scale = jnp.maximum(0.0, 1.0 - extra["t"] / decay_steps)
+        if decay == "linear":
+            scale = jnp.maximum(0.0, 1.0 - step.astype(jnp.float32) / extra["decay_steps"])
         reg = _l1(variables["params"])
         loss = ce + hparams["alpha"] * scale * reg
-        return loss, (variables, {"retain_ce": ce, "retain_acc": acc, "l1": reg})
+        metrics = {"retain_ce": ce, "retain_acc": acc, "l1": reg, "l1_scale": jnp.asarray(scale, jnp.float32)}
+        return loss, (variables, metrics)
 
-    base = gradient_method(
-        loss_fn,
-        default_tx(
-            tx,
-            learning_rate=learning_rate,
-            momentum=momentum,
-            weight_decay=weight_decay,
-        ),
-        hparams={"alpha": alpha},
-        make_extra=lambda v: {"t": jnp.zeros((), jnp.float32)},
+    def init_hook(state, *, num_steps=None, **context):
+        if decay != "linear":
+            return state
+        steps = decay_steps if decay_steps is not None else num_steps
+        if steps is None:
+            raise ValueError(
+                "l1_sparse decays its weight linearly over the run: pass "
+                "num_steps= to init (train.unlearn does) or decay_steps= to the "
+                "factory, or use decay='constant'."
+            )
+        extra = {**state.extra, "decay_steps": jnp.asarray(max(int(steps), 1), jnp.float32)}
+        return dataclasses.replace(state, extra=extra)
+
+    tx, lr = sgd_tx(
+        tx, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
     )
-
-    def step(state, batch, key):
-        state, metrics = base.step(state, batch, key)
-        # extra["t"] mirrors state.step as a float for the decay schedule
-        extra = {"t": state.step.astype(jnp.float32)}
-        return dataclasses.replace(state, extra=extra), metrics
-
-    return Method(base.init, step, base.driver)
+    return gradient_method(
+        loss_fn,
+        tx,
+        learning_rate=lr,
+        hparams={"alpha": alpha},
+        init_hook=init_hook,
+    )
 
 
 def saliency_mask(
@@ -127,14 +146,19 @@ def salun(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     retain_weight: float = 1.0,
+    labels: str = "per_step",
+    label_seed: int = 0,
 ) -> Method:
     """SalUn: random-label unlearning restricted to salient weights.
 
     At ``init`` the saliency mask (:func:`saliency_mask` on ``forget_set``) is
     computed from the incoming (original) model and stored in ``state.extra``;
-    every step then applies the random-label loss (forget relabelled to random
-    wrong classes plus retain CE) with the gradient multiplied by the mask, so
-    non-salient weights never move.
+    every step then applies the random-label loss (forget relabelled at random
+    plus retain CE; ``labels`` as in ``random_label``: fresh wrong labels per
+    step by default, or one label per example for the run with
+    ``labels="per_example"``, the reference codes' choice) and the mask is the
+    method's update-mask hook: gradients and updates (weight decay included)
+    are multiplied by it, so non-salient weights never move.
 
     References:
       Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based
@@ -144,53 +168,22 @@ def salun(
         raise ValueError(f"salun needs num_classes >= 2, got {num_classes!r}.")
     if forget_set is None:
         raise ValueError("salun needs forget_set= (the forget images and labels).")
-
-    loss_fn = random_label_loss(apply_fn, num_classes)
-
-    inner = default_tx(
+    check_hparam("retain_weight", retain_weight)
+    loss_fn = random_label_loss(apply_fn, num_classes, labels)
+    tx, lr = sgd_tx(
         tx, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
     )
-    base = gradient_method(
+    return gradient_method(
         loss_fn,
-        optax.identity(),  # placeholder: the masked update is applied below
+        tx,
+        learning_rate=lr,
         hparams={"retain_weight": retain_weight},
+        update_mask=lambda state: state.extra["mask"],
         make_extra=lambda v: {
-            "mask": saliency_mask(apply_fn, v, forget_set, threshold=threshold)
+            "mask": saliency_mask(apply_fn, v, forget_set, threshold=threshold),
+            **label_key_extra(labels, label_seed),
         },
     )
-
-    def init(variables, **kw):
-        state = base.init(variables, **kw)
-        return dataclasses.replace(
-            state, opt_state=inner.init(state.variables["params"])
-        )
-
-    def step(state, batch, key):
-        key = jax.random.fold_in(key, state.step)
-        params = state.variables["params"]
-
-        def objective(p):
-            return loss_fn(
-                {**state.variables, "params": p}, batch, key, state.hparams, state.extra
-            )
-
-        (loss, (new_vars, metrics)), grads = jax.value_and_grad(
-            objective, has_aux=True
-        )(params)
-        grads = jax.tree.map(jnp.multiply, grads, state.extra["mask"])
-        updates, opt_state = inner.update(grads, state.opt_state, params)
-        # weight decay must not move masked weights either
-        updates = jax.tree.map(jnp.multiply, updates, state.extra["mask"])
-        params = optax.apply_updates(params, updates)
-        new_state = dataclasses.replace(
-            state,
-            step=state.step + 1,
-            variables={**new_vars, "params": params},
-            opt_state=opt_state,
-        )
-        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
-
-    return Method(init, step, base.driver)
 
 
 @register("boundary_shrink")
@@ -217,7 +210,7 @@ def boundary_shrink(
     if not epsilon > 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon!r}.")
 
-    def loss_fn(variables, batch, key, hparams, extra):
+    def loss_fn(variables, batch, key, hparams, extra, step):
         part = batch["forget"]
         teacher = extra["teacher"]
 
@@ -233,14 +226,13 @@ def boundary_shrink(
         ce, variables, acc = batch_ce(apply_fn, variables, part, key, labels=y_nbi)
         return ce, (variables, {"nbi_ce": ce, "forget_acc": acc})
 
+    tx, lr = sgd_tx(
+        tx, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
     return gradient_method(
         loss_fn,
-        default_tx(
-            tx,
-            learning_rate=learning_rate,
-            momentum=momentum,
-            weight_decay=weight_decay,
-        ),
+        tx,
+        learning_rate=lr,
         driver="forget",
         make_extra=lambda v: {"teacher": v},
     )

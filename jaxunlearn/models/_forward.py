@@ -100,6 +100,37 @@ def stage_widths(model_or_apply_fn, variables: Variables, example_input) -> dict
     return widths
 
 
+def _mask_batch_norms(mask: jax.Array):
+    """An interceptor passing the batch ``mask`` to every ``nn.BatchNorm``.
+
+    In training mode BatchNorm normalises with (and folds into its running
+    averages) the mean and variance of the batch; a padded slot must not enter
+    them. Flax's ``BatchNorm`` takes ``mask=`` broadcastable to its input; the
+    interceptor reshapes the ``[N]`` mask to ``[N, 1, ..., 1]``.
+    """
+
+    def intercept(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+            x = args[0]
+            m = jnp.reshape(mask, mask.shape + (1,) * (x.ndim - 1))
+            kwargs = {**kwargs, "mask": jnp.broadcast_to(m, x.shape)}
+        return next_fun(*args, **kwargs)
+
+    return intercept
+
+
+def _check_mask(mask, x) -> jax.Array:
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"`mask` must be a boolean array, got dtype {mask.dtype}.")
+    if mask.shape != jnp.shape(x)[:1]:
+        raise ValueError(
+            f"`mask` must have shape [N] = {jnp.shape(x)[:1]} (one flag per "
+            f"example of `x`), got {mask.shape}."
+        )
+    return mask
+
+
 def forward(
     model: nn.Module,
     variables: Variables,
@@ -108,6 +139,7 @@ def forward(
     train: bool = False,
     key: jax.Array | None = None,
     return_features: bool = False,
+    mask: jax.Array | None = None,
 ) -> tuple[Any, Variables]:
     """Runs ``model`` on ``x``.
 
@@ -120,6 +152,11 @@ def forward(
       key: PRNG key for the ``"dropout"`` stream; used only when ``train`` is
         True. Models with active dropout need it in training mode.
       return_features: return ``(logits, features)`` instead of logits.
+      mask: optional boolean ``[N]``: which rows of ``x`` are real examples.
+        In training mode every BatchNorm layer computes its batch statistics
+        (and the running averages it updates) over the real rows only, so a
+        padded slot influences nothing. Per-example layers (GroupNorm, dense,
+        conv) need no mask; in eval mode it has no effect.
 
     Returns:
       ``(out, new_variables)``: ``out`` is logits ``[N, num_classes]`` or
@@ -128,6 +165,18 @@ def forward(
       ``variables`` with updated ``"batch_stats"`` (same tree structure,
       shapes and dtypes); otherwise it is ``variables`` itself.
     """
+    if mask is not None:
+        mask = _check_mask(mask, x)
+    if train and mask is not None:
+        with nn.intercept_methods(_mask_batch_norms(mask)):
+            return forward(
+                model,
+                variables,
+                x,
+                train=train,
+                key=key,
+                return_features=return_features,
+            )
     if ADAPTERS in variables.get("params", {}):
         return _forward_adapted(
             model, variables, x, train=train, key=key, return_features=return_features
@@ -202,6 +251,7 @@ class _BoundForward:
         train: bool = False,
         key: jax.Array | None = None,
         return_features: bool = False,
+        mask: jax.Array | None = None,
     ) -> tuple[Any, Variables]:
         return forward(
             self.model,
@@ -210,6 +260,7 @@ class _BoundForward:
             train=train,
             key=key,
             return_features=return_features,
+            mask=mask,
         )
 
 
@@ -221,7 +272,7 @@ def make_apply_fn(model: nn.Module):
 
     Returns:
       ``apply_fn(variables, x, *, train=False, key=None,
-      return_features=False) -> (out, new_variables)``, equal to
+      return_features=False, mask=None) -> (out, new_variables)``, equal to
       ``forward(model, ...)``. The returned callable is hashable and compares
       equal for equal models, so it can be a static argument of ``jax.jit``.
     """
