@@ -4,7 +4,8 @@ statistics over seeds, reports and plots.
 Names follow the papers: ``forgetting_score`` / ``nomus`` (DLFD), ``utv`` /
 ``mia_nn`` / ``mia_svc_confidence`` (RWFT), ``phi_logreg_auc`` (the Blend
 code's score), ``lira`` / ``ulira`` / ``rmia`` (shadow-model attacks) and
-``roc_metrics``. :func:`evaluate` runs any of them by name on a model and an
+``roc_metrics``. :func:`evaluate` runs any of them by name on a logits
+function (``images -> logits``; eval never imports ``train``) and an
 ``UnlearningData`` and returns an :class:`EvalReport`.
 
 Functions take numpy or JAX arrays of logits / scores; the sklearn-based

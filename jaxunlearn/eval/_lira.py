@@ -265,8 +265,9 @@ def lira(
       :func:`roc_metrics`).
 
     Raises:
-      ValueError: on shape mismatch, non-finite concrete scores, or concrete
-        ``shadow_in`` without any IN (online) / OUT shadows.
+      ValueError: on shape mismatch, empty ``target_scores``, no shadow models,
+        non-finite concrete scores, or concrete ``shadow_in`` without any IN
+        (online) / OUT shadows.
       TypeError: if ``shadow_in`` is not boolean.
 
     Examples:
@@ -400,8 +401,8 @@ def ulira(
       Dict of jax arrays as described above (scalars are 0-d arrays).
 
     Raises:
-      ValueError: on shape mismatch, too few shadow models, non-finite
-        concrete scores, or bad ``n_holdout`` / ``eps``.
+      ValueError: on shape mismatch, empty ``target_scores``, too few shadow
+        models, non-finite concrete scores, or bad ``n_holdout`` / ``eps``.
 
     Examples:
       >>> import jax
@@ -523,8 +524,9 @@ def rmia(
       unlearning).
 
     Raises:
-      ValueError: on shape mismatch, different reference counts, probabilities
-        outside [0, 1] or non-finite (concrete inputs), or ``gamma <= 0``.
+      ValueError: on shape mismatch, empty inputs, different reference counts,
+        probabilities outside [0, 1] or non-finite (concrete inputs), or
+        ``gamma <= 0``.
 
     Examples:
       >>> import jax.numpy as jnp
