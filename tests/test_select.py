@@ -640,7 +640,7 @@ _RETAIN_2D = np.array(
 _FORGET_2D = np.array([[3.5, 3.0], [3.5, -3.0], [5.0, 0.0]])
 
 
-@pytest.mark.parametrize("name", ["maha_mu2", "lr_maha"])
+@pytest.mark.parametrize("name", ["maha_mu2", "lr_maha", "lr_maha_sq"])
 def test_maha_scores_rank_constructed_point_first(name):
     forget, retain = _FORGET_2D, _RETAIN_2D
     mu1 = forget.mean(0)
@@ -735,13 +735,33 @@ def test_random_scores_uniform_and_key_dependent():
     assert np.all(np.asarray(masks).sum(1) == 3)
 
 
-def test_lr_maha_is_twice_gaussian_log_likelihood_ratio():
+def test_lr_maha_default_is_the_difference_of_mahalanobis_distances():
+    """The paper's score (default): d_M(x; mu2) - d_M(x; mu1), distances not
+    squares; it ranks differently from the squared form."""
+    rng = np.random.default_rng(6)
+    cov = _spd(rng, 4) / 4
+    mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
+    x = rng.normal(size=(200, 4)) * 1.5
+    precision = np.linalg.inv(cov)
+    got = np.asarray(select.lr_maha(jnp.asarray(x), mu1, mu2, jnp.asarray(precision)))
+    d = lambda m: np.sqrt(np.einsum("nd,de,ne->n", x - m, precision, x - m))  # noqa: E731
+    np.testing.assert_allclose(got, d(mu2) - d(mu1), rtol=1e-4, atol=1e-4)
+    sq = np.asarray(select.lr_maha(jnp.asarray(x), mu1, mu2, jnp.asarray(precision), squared=True))
+    assert not np.array_equal(np.argsort(got), np.argsort(sq))
+    by_name = np.asarray(select.score("lr_maha_sq", x, x[:100] + 1.0, ridge=1e-3))
+    by_default = np.asarray(select.score("lr_maha", x, x[:100] + 1.0, ridge=1e-3))
+    assert not np.allclose(by_name, by_default)
+
+
+def test_lr_maha_squared_is_twice_gaussian_log_likelihood_ratio():
     rng = np.random.default_rng(6)
     cov = _spd(rng, 4) / 4
     mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
     x = rng.normal(size=(20, 4)) * 1.5
     precision = np.linalg.inv(cov)
-    got = np.asarray(select.lr_maha(jnp.asarray(x), mu1, mu2, jnp.asarray(precision)))
+    got = np.asarray(
+        select.lr_maha(jnp.asarray(x), mu1, mu2, jnp.asarray(precision), squared=True)
+    )
     ref = 2 * (
         stats.multivariate_normal(mu1, cov).logpdf(x)
         - stats.multivariate_normal(mu2, cov).logpdf(x)
@@ -882,7 +902,8 @@ def test_score_errors():
     with pytest.raises(ValueError, match="2-D"):
         select.score("norm", np.ones(3), y)
     assert set(select.SCORES) == {
-        "cos_mu2", "lr_cos", "maha_mu2", "lr_maha", "knn_ratio", "norm", "random"
+        "cos_mu2", "lr_cos", "maha_mu2", "lr_maha", "lr_maha_sq", "knn_ratio",
+        "norm", "random"
     }  # fmt: skip
 
 

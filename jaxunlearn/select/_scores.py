@@ -20,6 +20,7 @@ SCORES = (
     "lr_cos",
     "maha_mu2",
     "lr_maha",
+    "lr_maha_sq",
     "knn_ratio",
     "norm",
     "random",
@@ -52,10 +53,24 @@ def maha_mu2(x, mu2, precision):
     return _maha_sq(x, mu2, precision)
 
 
-def lr_maha(x, mu1, mu2, precision):
-    """``d2(x; mu2) - d2(x; mu1)``: twice the shared-covariance Gaussian
-    log-likelihood ratio ``log p1(x) / p2(x)``."""
-    return _maha_sq(x, mu2, precision) - _maha_sq(x, mu1, precision)
+def lr_maha(x, mu1, mu2, precision, *, squared: bool = False):
+    """``d(x; mu2) - d(x; mu1)`` with Mahalanobis *distances* (the paper's score).
+
+    ``squared=True`` gives ``d2(x; mu2) - d2(x; mu1)`` instead: twice the
+    shared-covariance Gaussian log-likelihood ratio ``log p1(x) / p2(x)``,
+    which ranks differently (``score("lr_maha_sq", ...)``).
+
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([[3.0, 0.0]]); eye = jnp.eye(2)
+    >>> mu1, mu2 = jnp.array([1.0, 0.0]), jnp.zeros(2)
+    >>> float(lr_maha(x, mu1, mu2, eye)), float(lr_maha(x, mu1, mu2, eye, squared=True))
+    (1.0, 5.0)
+    """
+    d2 = _maha_sq(x, mu2, precision)
+    d1 = _maha_sq(x, mu1, precision)
+    if squared:
+        return d2 - d1
+    return jnp.sqrt(jnp.maximum(d2, 0.0)) - jnp.sqrt(jnp.maximum(d1, 0.0))
 
 
 def norm(x):
@@ -245,4 +260,4 @@ def score(
     mu2, precision = fit_gaussian(x2, covariance=covariance, ridge=ridge)
     if name == "maha_mu2":
         return maha_mu2(x1, mu2, precision)
-    return lr_maha(x1, mu1, mu2, precision)
+    return lr_maha(x1, mu1, mu2, precision, squared=name == "lr_maha_sq")
