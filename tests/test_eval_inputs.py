@@ -1,7 +1,7 @@
 """eval: the membership attack at its limits, and bad input at every entry point.
 
 Bad input raises ``ValueError`` / ``TypeError`` whose message names the
-argument (DESIGN.md, "Errors").
+argument.
 """
 
 import math
