@@ -43,7 +43,10 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
 
 
 def test_block_extraction():
-    text = "a\n```python\nx = 1\n```\n- item\n\n  ```python\n  y = x\n  ```\n```bash\nls\n```\n"
+    text = (
+        "a\n```python\nx = 1\n```\n- item\n\n  ```python\n  y = x\n  ```\n"
+        "```bash\nls\n```\n"
+    )
     assert python_blocks(text) == [(3, "x = 1\n"), (8, "y = x\n")]
 
 
