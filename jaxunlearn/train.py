@@ -74,23 +74,90 @@ def _as_sets(data: Any) -> dict[str, dict[str, np.ndarray]]:
     )
 
 
-def _host_arrays(data: Any):
-    """Validated float32 / int32 numpy sets of ``data`` and their sizes."""
+def _num_classes_of(variables) -> int | None:
+    """The model's class count from its ``head`` kernel, when it has one."""
+    try:
+        return int(variables["params"]["head"]["kernel"].shape[-1])
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def _host_arrays(data: Any, num_classes: int | None = None):
+    """Validated float32 / int32 numpy sets of ``data`` and their sizes.
+
+    Checked on the host before anything compiles: images are floating point
+    (integer images must be scaled by the caller) and finite; labels are
+    integers in ``[0, num_classes)`` (when the class count is known).
+    """
     arrays = {}
     for name, part in _as_sets(data).items():
-        if len(part["image"]) != len(part["label"]):
+        if not isinstance(part, Mapping) or "image" not in part or "label" not in part:
+            raise ValueError(f"data[{name!r}] must be a mapping with 'image' and 'label'.")
+        images = np.asarray(part["image"])
+        labels = np.asarray(part["label"])
+        if len(images) != len(labels):
             raise ValueError(
-                f"data[{name!r}] has {len(part['image'])} images but"
-                f" {len(part['label'])} labels."
+                f"data[{name!r}] has {len(images)} images but {len(labels)} labels."
+            )
+        if not np.issubdtype(images.dtype, np.floating):
+            raise TypeError(
+                f"data[{name!r}]['image'] must be floating point, got {images.dtype}:"
+                " scale integer images (e.g. divide uint8 pixels by 255) first."
+            )
+        if images.ndim < 2:
+            raise ValueError(
+                f"data[{name!r}]['image'] must be a batch [N, ...], got shape"
+                f" {images.shape}."
+            )
+        if images.size and not np.all(np.isfinite(images)):
+            bad = int(np.sum(~np.isfinite(images).reshape(len(images), -1).all(axis=1)))
+            raise ValueError(
+                f"data[{name!r}]['image'] has NaN or inf pixels in {bad} examples."
+            )
+        if labels.ndim != 1 or not (
+            np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool
+        ):
+            raise TypeError(
+                f"data[{name!r}]['label'] must be a 1-D integer array, got"
+                f" {labels.dtype} {labels.shape}."
+            )
+        if labels.size and labels.min() < 0:
+            raise ValueError(
+                f"data[{name!r}]['label'] has negative labels (min {labels.min()})."
+            )
+        if num_classes is not None and labels.size and labels.max() >= num_classes:
+            raise ValueError(
+                f"data[{name!r}]['label'] has label {labels.max()} but the model has"
+                f" {num_classes} classes (valid: 0..{num_classes - 1})."
             )
         arrays[name] = {
-            "image": np.asarray(part["image"], np.float32),
-            "label": np.asarray(part["label"], np.int32),
+            "image": images.astype(np.float32),
+            "label": labels.astype(np.int32),
         }
     return arrays, {name: len(a["label"]) for name, a in arrays.items()}
 
 
+def _include_mask(include, sizes, driver: str):
+    """Validated ``[n_driver]`` bool inclusion mask (or None)."""
+    if include is None:
+        return None
+    include = np.asarray(include)
+    if include.dtype != bool or include.shape != (sizes[driver],):
+        raise ValueError(
+            f"`include` must be a bool [{sizes[driver]}] mask over the {driver!r}"
+            f" set, got {include.dtype} {include.shape}."
+        )
+    if not include.any():
+        raise ValueError("`include` selects no example.")
+    return include
+
+
 MODES = ("auto", "scan", "loop", "sequential")
+
+ENGINE_VERSION = 2
+"""Part of every cached model's manifest; bumped when training numerics change
+(2: BatchNorm statistics over real batch slots only), so no model trained by
+older code is ever reused."""
 
 
 def _batch_sizes(batch_size, sizes: Mapping[str, int]) -> dict[str, int]:
@@ -359,14 +426,16 @@ class EpochRunner:
             states, arrays, keys, subsets
         )
 
-    def compile(self, state, arrays, key):
+    def compile(self, state, arrays, key, subset=None):
         """Compiles the epoch (once); records ``compile_time`` in seconds."""
         if "single" not in self._compiled:
-            self._compiled["single"] = self._build(False, state, arrays, key, None)
+            self._compiled["single"] = self._build(False, state, arrays, key, subset)
         return self._compiled["single"]
 
-    def __call__(self, state, arrays, key):
-        return self.compile(state, arrays, key)(state, arrays, key, None)
+    def __call__(self, state, arrays, key, subset=None):
+        """One epoch; ``subset`` (bool ``[n_driver]``) restricts the driver set
+        to its True entries (the others fill padded, masked slots only)."""
+        return self.compile(state, arrays, key, subset)(state, arrays, key, subset)
 
 
 @dataclasses.dataclass
@@ -412,6 +481,8 @@ def unlearn(
     hparams: Mapping[str, float] | None = None,
     progress: bool | str = False,
     callback: Callable[[int, dict[str, float], Any], bool | None] | None = None,
+    include: np.ndarray | None = None,
+    num_classes: int | None = None,
 ) -> UnlearnResult:
     """Runs ``method`` for ``epochs`` epochs; the generic unlearning runner.
 
@@ -429,6 +500,11 @@ def unlearn(
       callback: called as ``callback(epoch, epoch_metrics, state)`` after each
         epoch; returning True stops training there (early stopping, checkpoint
         selection). The state is live: copy what you keep.
+      include: optional bool mask over the driver set: train on its True
+        examples only. The others only ever fill padded, masked slots, which
+        influence nothing (not the loss, the gradients or BatchNorm).
+      num_classes: class count for label validation (default: read from the
+        model's ``head``).
 
     Returns:
       An :class:`UnlearnResult`; ``compile_time`` and ``run_time`` are separate.
@@ -446,10 +522,21 @@ def unlearn(
       >>> len(r.history)
       1
     """
-    if not isinstance(epochs, int) or epochs < 0:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}.")
-    arrays, sizes = _host_arrays(data)
-    runner = EpochRunner(method, sizes, batch_size, mesh)
+    if not isinstance(method, methods.Method):
+        raise TypeError(f"`method` must be a methods.Method, got {type(method).__name__}.")
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        raise ValueError("`variables` must be Flax variables with a 'params' collection.")
+    arrays, sizes = _host_arrays(data, num_classes or _num_classes_of(variables))
+    subset = _include_mask(include, sizes, method.driver)
+    steps = None
+    if subset is not None:
+        bs = _batch_sizes(batch_size, sizes)[method.driver]
+        steps = data_lib.num_batches(int(subset.sum()), bs)
+    runner = EpochRunner(method, sizes, batch_size, mesh, driver_steps=steps)
+    if subset is not None:
+        subset = runner.place(jnp.asarray(subset))
     # Same key derivation as unlearn_replicas, so replica k == unlearn(keys[k]).
     state = method.init(
         variables,
@@ -466,9 +553,9 @@ def unlearn(
     bar = _progress(epochs, label, bool(progress))
     for epoch in range(epochs):
         k = jax.random.fold_in(key, epoch + 1)
-        runner.compile(state, arrays, k)
+        runner.compile(state, arrays, k, subset)
         t0 = time.perf_counter()
-        state, metrics = runner(state, arrays, k)
+        state, metrics = runner(state, arrays, k, subset)
         metrics = jax.block_until_ready(metrics)
         run_time += time.perf_counter() - t0
         summary = {name: float(np.mean(v)) for name, v in metrics.items()}
@@ -527,10 +614,17 @@ def fit(
     key: jax.Array,
     mesh: Mesh | None = None,
     progress: bool | str = False,
+    include: np.ndarray | None = None,
 ) -> UnlearnResult:
-    """Supervised cross-entropy training of ``model`` from ``variables``."""
-    n = len(train_set["label"])
-    steps = data_lib.num_batches(n, config.batch_size)
+    """Supervised cross-entropy training of ``model`` from ``variables``.
+
+    ``include`` (bool ``[N]``) trains on those examples of ``train_set`` only;
+    the others influence nothing (see :func:`unlearn`).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}.")
+    n = len(train_set["label"]) if include is None else int(np.sum(include))
+    steps = data_lib.num_batches(max(n, 1), config.batch_size)
     method = methods.finetune(models.make_apply_fn(model), tx=config.tx(steps))
     return unlearn(
         method,
@@ -541,6 +635,8 @@ def fit(
         key=key,
         mesh=mesh,
         progress=progress,
+        include=include,
+        num_classes=getattr(model, "num_classes", None),
     )
 
 
@@ -567,6 +663,7 @@ def _train_cached(
         "config": dataclasses.asdict(config),
         "seed": seed,
         "versions": cache.versions(),
+        "engine": ENGINE_VERSION,
     }
     like = jax.eval_shape(lambda k: models.init(model, k, example), k_init)
     info: dict[str, Any] = {"manifest": manifest, "hash": cache.manifest_hash(manifest)}
@@ -846,6 +943,7 @@ def train_models(
         "config": dataclasses.asdict(config),
         "seed": seed,
         "versions": cache.versions(),
+        "engine": ENGINE_VERSION,
     }
     key_hash = cache.manifest_hash(manifest)
     if cache_dir is not None and not keep_variables:
