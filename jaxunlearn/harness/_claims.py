@@ -52,8 +52,11 @@ def _cell(v: Any) -> str:
     return fmt(v).replace("|", "\\|")
 
 
-def render_claims(claims: Sequence[Claim]) -> str:
-    """Markdown table of claims (PASS / FAIL / n/a) followed by nothing else.
+def render_claims(claims: Sequence[Claim], *, details: bool = False) -> str:
+    """Markdown table of claims (PASS / FAIL / n/a).
+
+    With ``details=True`` the evidence column points below the table, where
+    each claim's evidence lines follow as a list (for long measured evidence).
 
     Examples:
       >>> c = Claim("sel", "selective beats random", paper=18, ours=12.0,
@@ -62,6 +65,8 @@ def render_claims(claims: Sequence[Claim]) -> str:
       | claim | paper | ours | threshold | holds | evidence |
       |---|---|---|---|---|---|
       | sel: selective beats random | 18 | 12 | < random | PASS | results.json |
+      >>> print(render_claims([c], details=True).splitlines()[-1])
+      - sel: results.json
     """
     lines = [
         "| claim | paper | ours | threshold | holds | evidence |",
@@ -70,8 +75,17 @@ def render_claims(claims: Sequence[Claim]) -> str:
     for c in claims:
         verdict = "n/a" if c.holds is None else ("PASS" if c.holds else "FAIL")
         text = str(c.text).replace("|", "\\|")
+        where = ", ".join(c.evidence) or "-"
+        if details:
+            where = "below" if c.evidence else "-"
         lines.append(
             f"| {c.id}: {text} | {_cell(c.paper)} | {_cell(c.ours)} |"
-            f" {_cell(c.threshold)} | {verdict} | {', '.join(c.evidence) or '-'} |"
+            f" {_cell(c.threshold)} | {verdict} |"
+            f" {where} |"
         )
+    if details:
+        lines.append("")
+        for c in claims:
+            for ev_line in c.evidence:
+                lines.append(f"- {c.id}: {ev_line}")
     return "\n".join(lines)
