@@ -9,12 +9,15 @@ Usage::
 Protocol, per seed: train the 3-block CNN on the whole (subsampled) train set
 and take its penultimate features; P1 = the forget class's train images, P2 =
 the other classes (Mahalanobis statistics estimated on P2 with a Ledoit-Wolf
-covariance); score P1 by each rule (``random``, ``maha_mu2``, ``lr_maha``,
+covariance); score P1 by each rule (``random``, ``maha_mu2``, ``lr_maha`` (Mahalanobis
+distances, the paper's form), ``lr_maha_sq`` (squared distances),
 ``knn_ratio``, ``norm``); for every deletion fraction delete that top
 fraction of P1 and retrain the same CNN from scratch; report forget-class and
 other-class test accuracy. All (score, fraction) retrainings of a seed are
 ONE vmapped program (``train.train_models`` with one inclusion mask per model,
-cached by manifest so an interrupted run resumes per seed).
+cached by manifest). A seed is one row of the run harness
+(:class:`jaxunlearn.harness.RunDir`): its key hashes every config field but
+``seeds`` / ``data_dir``, so adding a seed recomputes nothing finished.
 
 Configs: ``cpu`` (default; Fashion-MNIST class 6 "shirt" -- like CIFAR's cat,
 the class its CNN gets most wrong -- 6,000 train images, CNN widths 8/16/32,
@@ -26,7 +29,7 @@ B.5 says the same 3-block CNN; we follow B.5.
 
 import argparse
 import dataclasses
-import json
+import functools
 import os
 import sys
 import time
@@ -35,15 +38,21 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxunlearn import cache, data, models, select, train
+from jaxunlearn import data, harness, models, select, train
+from jaxunlearn.harness import Claim, fmt
 
 # Paper Table 2 (CIFAR-10 row): % of cats deleted to halve cat accuracy.
 PAPER = {"random": 80, "selective": 50, "saving": 38, "selective_score": "lr_maha"}
-SCORES = ("random", "maha_mu2", "lr_maha", "knn_ratio", "norm")
+# lr_maha: Mahalanobis distances (the paper's form); lr_maha_sq: squared.
+SCORES = ("random", "maha_mu2", "lr_maha", "lr_maha_sq", "knn_ratio", "norm")
+ROW_FORMAT = 1  # bump when a seed row's computation changes
+OTHER_TOLERANCE = 0.02  # other-class accuracy may move this much (2 points)
 
 
 @dataclasses.dataclass
 class Config:
+    """Everything that determines a run (``get_config`` presets)."""
+
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
     forget_class: int = 6
@@ -91,7 +100,7 @@ def get_config(name: str = "cpu") -> Config:
             model_kwargs={"hidden": (32,)},
             training=train.TrainConfig(epochs=4, batch_size=64, learning_rate=0.05),
             fractions=(0.0, 0.5, 1.0),
-            scores=("random", "lr_maha", "knn_ratio"),
+            scores=("random", "lr_maha", "lr_maha_sq", "knn_ratio"),
             seeds=(0,),
         )
     raise ValueError(f"unknown config {name!r}; valid: cpu, full, smoke.")
@@ -117,7 +126,9 @@ def _scores(cfg, name, f1, f2, key):
     )
 
 
-def run_seed(cfg: Config, seed: int, workdir: str, log=print) -> dict[str, Any]:
+def run_seed(
+    cfg: Config, seed: int, workdir: str, log=print, rd=None
+) -> dict[str, Any]:
     ds = data.load(cfg.dataset, data_dir=cfg.data_dir)
     pool = _subsample(ds["train"], cfg.train_subsample, seed)
     test = _subsample(ds["test"], cfg.test_subsample, seed + 1)
@@ -174,6 +185,17 @@ def run_seed(cfg: Config, seed: int, workdir: str, log=print) -> dict[str, Any]:
         logits.append(res.logits["test"])
         run_time += res.run_time
         compile_time += res.compile_time
+        if rd is not None:
+            rd.log_metrics(
+                f"seed{seed}",
+                {
+                    "seed": seed,
+                    "models": [i, i + len(res.logits["test"]) - 1],
+                    "cache": res.cache,
+                    "run_time": res.run_time,
+                    "compile_time": res.compile_time,
+                },
+            )
         log(
             f"[images] seed {seed}: models {i}..{i + len(res.logits['test']) - 1}"
             f" ({res.cache}, run {res.run_time:.1f}s, compile {res.compile_time:.1f}s)"
@@ -213,24 +235,25 @@ def _rank_corr(scores):
     }
 
 
-def _curves(cfg, rows):
-    """score -> fraction -> [(acc_forget, acc_other) per seed]."""
-    out = {s: {} for s in cfg.scores}
+def _table(cfg, rows):
+    """``{(score, fraction): {seed: (acc_forget, acc_other)}}``; the shared
+    0% / 100% models ("all") count for every score."""
+    out: dict[tuple, dict[int, tuple[float, float]]] = {}
     for r in rows:
         targets = cfg.scores if r["score"] == "all" else [r["score"]]
-        # Snap to the configured fraction (rows from before removed_fraction
-        # was split out carry the realised budget / size instead).
         frac = min(cfg.fractions, key=lambda f: abs(f - r["fraction"]))
         for s in targets:
-            out[s].setdefault(float(frac), []).append((r["acc_forget"], r["acc_other"]))
-    return {s: dict(sorted(v.items())) for s, v in out.items()}
+            out.setdefault((s, float(frac)), {})[r["seed"]] = (
+                r["acc_forget"],
+                r["acc_other"],
+            )
+    return out
 
 
-def _halving(curve):
-    """Smallest deletion fraction at which mean forget accuracy is halved
-    (linear interpolation between measured fractions)."""
-    fr = np.array(list(curve))
-    acc = np.array([np.mean([a for a, _ in v]) for v in curve.values()])
+def _halving(fractions, acc):
+    """Smallest deletion fraction at which forget accuracy ``acc`` (one value
+    per fraction) is halved: ``(first measured, linear interpolation)``."""
+    fr, acc = np.asarray(fractions, float), np.asarray(acc, float)
     target = 0.5 * acc[0]
     below = np.flatnonzero(acc <= target)
     if not below.size:
@@ -240,47 +263,217 @@ def _halving(curve):
     if j == 0:
         return grid, grid
     x0, x1, y0, y1 = fr[j - 1], fr[j], acc[j - 1], acc[j]
-    interp = float(x0 + (y0 - target) * (x1 - x0) / (y0 - y1))
-    return grid, interp
+    return grid, float(x0 + (y0 - target) * (x1 - x0) / (y0 - y1))
 
 
-def _plot(workdir, cfg, curves):
+def _halvings(cfg, tab):
+    """Mean-curve and per-seed halving fractions per score."""
+    fr = [float(f) for f in sorted(cfg.fractions)]
+    out = {}
+    for s in cfg.scores:
+        cells = [tab.get((s, f), {}) for f in fr]
+        if not all(cells):
+            continue
+        grid, interp = _halving(
+            fr, [np.mean([v[0] for v in c.values()]) for c in cells]
+        )
+        seeds = sorted(set.intersection(*(set(c) for c in cells)))
+        per_seed = {
+            seed: _halving(fr, [c[seed][0] for c in cells])[1] for seed in seeds
+        }
+        out[s] = {"first_measured": grid, "interpolated": interp, "per_seed": per_seed}
+    return out
+
+
+def _saving(sel, rand):
+    if sel is None or not rand:
+        return None
+    return 1.0 - sel / rand
+
+
+def _per_seed_pairs(halving, a, b):
+    """Paired per-seed differences of the interpolated halving fractions."""
+    pa, pb = halving[a]["per_seed"], halving[b]["per_seed"]
+    return [
+        pa[s] - pb[s] for s in pa if s in pb and pa[s] is not None and pb[s] is not None
+    ]
+
+
+def _spread(xs, spec=".2f", scale=1.0) -> str:
+    if not xs:
+        return "no pairs"
+    x = scale * np.asarray(xs, float)
+    return (
+        f"min {fmt(x.min(), spec)} / median {fmt(np.median(x), spec)} /"
+        f" max {fmt(x.max(), spec)} (n={x.size})"
+    )
+
+
+_pct = functools.partial(fmt, spec=".1f", scale=100, suffix="%")
+
+
+def _claims(cfg, tab, halving) -> list[Claim]:
+    out = []
+    rand = halving.get("random", {}).get("interpolated")
+    selective = [s for s in ("lr_maha", "lr_maha_sq") if s in halving]
+    for s in selective:
+        sel = halving[s]["interpolated"]
+        d = _per_seed_pairs(halving, s, "random")
+        frac = np.mean(np.asarray(d) < 0) if d else None
+        paper_form = " (the paper's selective score)" if s == "lr_maha" else ""
+        out.append(
+            Claim(
+                f"{s}_fewer_than_random",
+                f"{s}{paper_form} halves forget-class accuracy with fewer"
+                " deletions than random (% of the class deleted)",
+                paper=f"{PAPER['selective']}% vs {PAPER['random']}%",
+                ours=f"{_pct(sel)} vs {_pct(rand)}",
+                threshold=f"{s} < random",
+                holds=None if sel is None or rand is None else sel < rand,
+                evidence=[
+                    f"per-seed {s} - random (points): {_spread(d, '.1f', 100)};"
+                    f" {s} lower in {fmt(frac, '.0%')} of seeds",
+                    f"results.json:halving_fraction.{s}",
+                ],
+            )
+        )
+        sv = _saving(sel, rand)
+        per_seed = [
+            _saving(halving[s]["per_seed"][k], halving["random"]["per_seed"].get(k))
+            for k in halving[s]["per_seed"]
+        ]
+        per_seed = [v for v in per_seed if v is not None]
+        out.append(
+            Claim(
+                f"{s}_saving",
+                f"saving of {s} over random in deletions to halve forget accuracy",
+                paper=PAPER["saving"] / 100 if s == "lr_maha" else None,
+                ours=sv,
+                threshold="> 0",
+                holds=None if sv is None else sv > 0,
+                evidence=[f"per-seed saving: {_spread(per_seed, '.0%')}"],
+            )
+        )
+    # The best selective score (any rule but random).
+    sel = {
+        k: h["interpolated"]
+        for k, h in halving.items()
+        if k != "random" and h["interpolated"] is not None
+    }
+    if sel and rand is not None:
+        best = min(sel, key=sel.get)
+        out.append(
+            Claim(
+                "best_selective_fewer_than_random",
+                f"the best selective score ({best}) halves forget accuracy with"
+                " fewer deletions than random",
+                paper=f"{PAPER['selective']}% vs {PAPER['random']}%",
+                ours=f"{_pct(sel[best])} vs {_pct(rand)}",
+                threshold="best selective < random",
+                holds=sel[best] < rand,
+                evidence=[
+                    "interpolated halving per score: "
+                    + ", ".join(f"{k} {_pct(v)}" for k, v in sel.items())
+                ],
+            )
+        )
+    # Other classes stable below full deletion.
+    base = tab.get((cfg.scores[0], 0.0), {})
+    base_other = float(np.mean([v[1] for v in base.values()])) if base else None
+    cells = [
+        (abs(np.mean([v[1] for v in c.values()]) - base_other), s, f, c)
+        for (s, f), c in tab.items()
+        if f < 1.0 and c and base_other is not None
+    ]
+    if cells:
+        drift, s, f, c = max(cells, key=lambda x: x[0])
+        per_seed = [c[k][1] - base[k][1] for k in c if k in base]
+        median = float(np.median(per_seed)) if per_seed else None
+        out.append(
+            Claim(
+                "other_class_stable",
+                "other-class test accuracy stays within 2 points of no deletion"
+                " below full deletion (max |change| of the mean, points)",
+                paper="stable",
+                ours=100 * drift,
+                threshold="<= 2",
+                holds=drift <= OTHER_TOLERANCE,
+                evidence=[
+                    f"worst cell: {s} at {fmt(f, '.0f', scale=100)}% deletion,"
+                    f" no deletion {_pct(base_other)}",
+                    f"paired per-seed change there (points):"
+                    f" {_spread(per_seed, '.2f', 100)}; median seed"
+                    f" {fmt(median, '.2f', scale=100)}",
+                ],
+            )
+        )
+    return out
+
+
+def _plot(workdir, cfg, tab):
     try:
         from matplotlib.figure import Figure
     except ImportError:
         return []
     from jaxunlearn.eval import save_figure
 
+    fr = [float(f) for f in sorted(cfg.fractions)]
     fig = Figure(figsize=(9.5, 3.6), layout="constrained")
     axes = fig.subplots(1, 2)
-    for s, curve in curves.items():
-        fr = np.array(list(curve))
+    for s in cfg.scores:
+        cells = [tab.get((s, f), {}) for f in fr]
+        x = np.array([100 * f for f, c in zip(fr, cells, strict=True) if c])
         for i, title in enumerate(("forget-class", "other-class")):
-            vals = np.array([[p[i] for p in v] for v in curve.values()], dtype=object)
-            m = np.array([np.mean(v) for v in vals])
-            sd = np.array([np.std(v) for v in vals])
-            axes[i].plot(100 * fr, 100 * m, marker="o", ms=3, label=s)
-            axes[i].fill_between(100 * fr, 100 * (m - sd), 100 * (m + sd), alpha=0.15)
+            vals = [[v[i] for v in c.values()] for c in cells if c]
+            m = 100 * np.array([np.mean(v) for v in vals])
+            sd = 100 * np.array([np.std(v) for v in vals])
+            axes[i].plot(x, m, marker="o", ms=3, label=s)
+            axes[i].fill_between(x, m - sd, m + sd, alpha=0.15)
             axes[i].set_title(f"{title} test accuracy")
             axes[i].set_xlabel("% of forget class deleted")
             axes[i].set_ylabel("accuracy (%)")
-    first = next(iter(curves.values()))
-    base = 100 * np.mean([a for a, _ in next(iter(first.values()))])
-    axes[0].axhline(base / 2, color="gray", ls="--", lw=0.8, label="half")
+    base = tab.get((cfg.scores[0], fr[0]), {})
+    if base:
+        half = 50 * np.mean([v[0] for v in base.values()])
+        axes[0].axhline(half, color="gray", ls="--", lw=0.8, label="half")
     axes[0].legend(fontsize=7)
     save_figure(fig, os.path.join(workdir, "accuracy.png"))
     return ["accuracy.png"]
 
 
-def _report(cfg, workdir, rows, per_seed, wall):
-    curves = _curves(cfg, rows)
-    halving = {s: _halving(c) for s, c in curves.items()}
+def _report(cfg, tab, halving, per_seed, claims, plots, wall) -> list[str]:
+    fr = [float(f) for f in sorted(cfg.fractions)]
     compute = sum(
         r["retrain_run_time_s"]
         + r["retrain_compile_time_s"]
         + r["feature_model_time_s"]
         for r in per_seed.values()
     )
+    acc_rows = []
+    for which, idx in (("forget", 0), ("other", 1)):
+        for s in cfg.scores:
+            row = {"score": f"{s} ({which})"}
+            for i, f in enumerate(fr):
+                v = [p[idx] for p in tab.get((s, f), {}).values()]
+                if v:
+                    row[f"f{i}"] = {"mean": np.mean(v), "std": np.std(v), "n": len(v)}
+            acc_rows.append(row)
+    rand = halving.get("random", {}).get("interpolated")
+    half_rows = []
+    for s, h in halving.items():
+        ps = [v for v in h["per_seed"].values() if v is not None]
+        half_rows.append(
+            {
+                "score": s,
+                "first": h["first_measured"],
+                "interp": h["interpolated"],
+                "per_seed": {"mean": np.mean(ps), "std": np.std(ps), "n": len(ps)}
+                if ps
+                else None,
+                "saving": None if s == "random" else _saving(h["interpolated"], rand),
+                "paper": {"random": "80%", "lr_maha": "50% (saving 38%)"}.get(s),
+            }
+        )
     lines = [
         f"# Distributional unlearning on images: {cfg.dataset}, forget class"
         f" {cfg.forget_class}",
@@ -288,171 +481,127 @@ def _report(cfg, workdir, rows, per_seed, wall):
         f"Seeds {list(cfg.seeds)}; train / test subsample {cfg.train_subsample} /"
         f" {cfg.test_subsample}; {cfg.model} {cfg.model_kwargs}, {cfg.training.epochs}"
         f" epochs; Mahalanobis covariance: {cfg.covariance}; knn k = {cfg.knn_k}."
-        f" Wall time of this invocation {wall:.0f} s ({jax.default_backend()});"
-        " per-seed compute recorded when each seed ran:"
+        " lr_maha uses Mahalanobis distances (the paper's form), lr_maha_sq their"
+        f" squares. Wall time of this invocation {wall:.0f} s"
+        f" ({jax.default_backend()}); per-seed compute recorded when each seed ran:"
         f" {sum(r.get('seed_wall_time_s', 0.0) for r in per_seed.values()):.0f} s"
-        " wall in total (0 for seeds run before that was recorded), of which"
-        " retraining + feature models"
-        f" {compute:.0f} s.",
+        f" wall in total, of which retraining + feature models {compute:.0f} s.",
         "",
         "## Accuracy (%) vs fraction of the forget class deleted (mean ± std)",
         "",
-        "| score | " + " | ".join(f"{int(100 * f)}%" for f in cfg.fractions) + " |",
-        "|---|" + "---|" * len(cfg.fractions),
-    ]
-    for which, idx in (("forget", 0), ("other", 1)):
-        for s, curve in curves.items():
-            cells = []
-            for f in cfg.fractions:
-                v = [p[idx] for p in curve.get(float(f), [])]
-                cells.append(
-                    f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}" if v else "-"
-                )
-            lines.append(f"| {s} ({which}) | " + " | ".join(cells) + " |")
-    lines += [
+        harness.table(
+            acc_rows,
+            [
+                (f"{int(round(100 * f))}%", f"f{i}", ".1f", 100)
+                for i, f in enumerate(fr)
+            ],
+            label="score",
+            drop_empty=False,
+        ),
         "",
         "## Deletions needed to halve forget-class accuracy (Table 2, image row)",
         "",
-        "| score | first measured fraction | interpolated | saving vs random |",
-        "|---|---|---|---|",
-    ]
-    rand = halving.get("random", (None, None))[1]
-    for s, (grid, interp) in halving.items():
-        saving = (
-            f"{100 * (1 - interp / rand):.0f}%"
-            if rand and interp is not None and s != "random"
-            else "-"
-        )
-        lines.append(
-            f"| {s} | {'-' if grid is None else f'{100 * grid:.0f}%'} |"
-            f" {'-' if interp is None else f'{100 * interp:.1f}%'} | {saving} |"
-        )
-    lines += [
+        harness.table(
+            half_rows,
+            [
+                ("first measured fraction", "first", ".0f", 100, "%"),
+                ("interpolated", "interp", ".1f", 100, "%"),
+                ("per-seed mean ± std", "per_seed", ".1f", 100, "%"),
+                ("saving vs random", "saving", ".0f", 100, "%"),
+                ("paper (CIFAR-10 cat)", "paper"),
+            ],
+            label="score",
+            drop_empty=False,
+        ),
         "",
         f"Paper (CIFAR-10 cat, 30 seeds): random {PAPER['random']}%, selective"
         f" ({PAPER['selective_score']}) {PAPER['selective']}%, saving"
         f" {PAPER['saving']}%.",
-    ]
-    checks = []
-    sel = {s: v[1] for s, v in halving.items() if s != "random" and v[1] is not None}
-    if rand is not None and sel:
-        best = min(sel, key=sel.get)
-        checks.append(
-            (
-                f"a selective score needs fewer deletions than random to halve"
-                f" forget accuracy ({best}: {100 * sel[best]:.1f}% vs"
-                f" {100 * rand:.1f}%)",
-                sel[best] < rand,
-            )
-        )
-        if "lr_maha" in sel:
-            checks.append(
-                (
-                    f"lr_maha needs fewer deletions than random"
-                    f" ({100 * sel['lr_maha']:.1f}% vs {100 * rand:.1f}%)",
-                    sel["lr_maha"] < rand,
-                )
-            )
-    other = [
-        np.mean([p[1] for p in v])
-        for c in curves.values()
-        for f, v in c.items()
-        if f < 1.0
-    ]
-    base_other = np.mean([p[1] for p in curves[cfg.scores[0]][0.0]])
-    drift = 100 * max(abs(o - base_other) for o in other)
-    checks.append(
-        (
-            f"other-class accuracy stable (max |change| {drift:.2f} points below"
-            " full deletion; threshold 2)",
-            drift <= 2.0,
-        )
-    )
-    lines += ["", "## Claims", ""]
-    lines += [f"- {'PASS' if ok else 'FAIL'}: {t}" for t, ok in checks]
-    if drift > 2.0:
-        # Name the worst (score, fraction) cell and its per-seed values.
-        cells = [
-            (abs(np.mean([p[1] for p in v]) - base_other), s, f, v)
-            for s, c in curves.items()
-            for f, v in c.items()
-            if f < 1.0
-        ]
-        _, s, f, v = max(cells, key=lambda c: c[0])
-        seeds = ", ".join(f"{100 * p[1]:.1f}" for p in v)
-        median_ok = abs(np.median([p[1] for p in v]) - base_other) <= 0.02
-        why = (
-            " The median seed is within 2 points: one seed's retrain far from"
-            " the others is training variance of this small CNN, not a"
-            " systematic effect of the deletions."
-            if median_ok
-            else " Most seeds moved: the deletions do change the other classes here."
-        )
-        lines.append(
-            f"  - Worst cell: {s} at {100 * f:.0f}% deletion, other-class accuracy"
-            f" per seed {seeds} (no deletion: {100 * base_other:.1f}).{why}"
-        )
-    lines += [
+        "",
+        "## Claims",
+        "",
+        harness.render_claims(claims, details=True),
         "",
         "Timing: every seed's retrainings run as vmapped programs of up to"
         f" {cfg.models_per_program} models; per seed:",
         "",
-        "| seed | models | retrain run s | retrain compile s | feature model s |",
-        "|---|---|---|---|---|",
+        harness.table(
+            [{"seed": k, **v} for k, v in per_seed.items()],
+            [
+                ("models", "num_models", "d"),
+                ("retrain run s", "retrain_run_time_s", ".1f"),
+                ("retrain compile s", "retrain_compile_time_s", ".1f"),
+                ("feature model s", "feature_model_time_s", ".1f"),
+            ],
+            label="seed",
+        ),
     ]
-    for seed, r in per_seed.items():
-        lines.append(
-            f"| {seed} | {r['num_models']} | {r['retrain_run_time_s']:.1f} |"
-            f" {r['retrain_compile_time_s']:.1f} | {r['feature_model_time_s']:.1f} |"
-        )
-    plots = _plot(workdir, cfg, curves)
     lines += [""] + [f"![{p}]({p})" for p in plots]
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return checks, halving
+    return lines
 
 
 def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
-    os.makedirs(os.path.join(workdir, "rows"), exist_ok=True)
+    """Runs (or resumes) every seed of ``cfg`` in ``workdir``; writes the report."""
     t0 = time.perf_counter()
-    cfg_json = json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
-    cfg_hash = cache.manifest_hash({"cfg": cfg_json, "versions": cache.versions()})
+    unknown = [s for s in cfg.scores if s not in select.SCORES]
+    if unknown or not cfg.seeds:
+        raise UsageError(
+            f"unknown scores {unknown}; valid: {list(select.SCORES)}."
+            if unknown
+            else "need at least one seed."
+        )
+    rd = harness.RunDir(workdir, cfg)
+
+    def compute(seed):
+        t_seed = time.perf_counter()
+        res = run_seed(cfg, seed, workdir, log, rd=rd)
+        res["seed_wall_time_s"] = time.perf_counter() - t_seed
+        return res
+
     rows, per_seed = [], {}
     for seed in cfg.seeds:
-        path = os.path.join(workdir, "rows", f"seed{seed}.json")
-        if os.path.exists(path):
-            saved = json.load(open(path))
-            if saved.get("cfg_hash") == cfg_hash:
-                per_seed[seed] = saved["result"]
-                rows += saved["result"]["rows"]
-                log(f"[images] seed {seed}: reused {path}")
-                continue
-        t_seed = time.perf_counter()
-        res = run_seed(cfg, seed, workdir, log)
-        res["seed_wall_time_s"] = time.perf_counter() - t_seed
-        cache.atomic_write_json(path, {"cfg_hash": cfg_hash, "result": res})
-        per_seed[seed] = res
+        fields = rd.fields(
+            exclude=("seeds", "data_dir"),
+            seed=seed,
+            engine=train.ENGINE_VERSION,
+            row_format=ROW_FORMAT,
+        )
+        res = rd.row(f"seed{seed}", fields, functools.partial(compute, seed))
+        if f"seed{seed}" in rd.resumed:
+            log(f"[images] seed {seed}: resumed rows/seed{seed}.json")
+        per_seed[seed] = {k: v for k, v in res.items() if k != "rows"}
         rows += res["rows"]
     wall = time.perf_counter() - t0
-    checks, halving = _report(cfg, workdir, rows, per_seed, wall)
+    tab = _table(cfg, rows)
+    halving = _halvings(cfg, tab)
+    claims = _claims(cfg, tab, halving)
+    plots = _plot(workdir, cfg, tab)
+    rd.write_report(_report(cfg, tab, halving, per_seed, claims, plots, wall))
+    manifest = rd.write_manifest(
+        {"rows_computed": rd.computed, "rows_resumed": rd.resumed}
+    )
     results = {
-        "config": cfg_json,
+        "config": rd.config,
         "rows": rows,
-        "per_seed": {
-            str(k): {kk: vv for kk, vv in v.items() if kk != "rows"}
-            for k, v in per_seed.items()
-        },
+        "per_seed": {str(k): v for k, v in per_seed.items()},
         "halving_fraction": {
-            s: {"first_measured": g, "interpolated": i} for s, (g, i) in halving.items()
+            s: {**h, "per_seed": {str(k): v for k, v in h["per_seed"].items()}}
+            for s, h in halving.items()
         },
-        "checks": [{"claim": t, "holds": ok} for t, ok in checks],
+        "claims": [c.to_json() for c in claims],
         "paper": PAPER,
+        "rows_computed": list(rd.computed),
+        "rows_resumed": list(rd.resumed),
         "wall_time_s": wall,
-        "versions": cache.versions(),
+        "versions": manifest["versions"],
         "backend": jax.default_backend(),
     }
-    cache.atomic_write_json(os.path.join(workdir, "results.json"), results)
+    rd.write_results(results)
     return results
+
+
+class UsageError(ValueError):
+    """A setting given on the command line (or in the config) is invalid."""
 
 
 def main(argv=None):
@@ -461,12 +610,27 @@ def main(argv=None):
     p.add_argument("--workdir", default="runs/distributional_images")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (override)")
     args = p.parse_args(argv)
-    cfg = get_config(args.config)
-    if args.seeds:
-        cfg.seeds = tuple(int(s) for s in args.seeds.split(","))
-    res = run(cfg, args.workdir, log=lambda s: print(s, file=sys.stderr, flush=True))
-    for c in res["checks"]:
-        print(("PASS " if c["holds"] else "FAIL ") + c["claim"])
+    try:
+        try:
+            cfg = get_config(args.config)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if args.seeds:
+            try:
+                cfg.seeds = tuple(int(s) for s in args.seeds.split(","))
+            except ValueError:
+                raise UsageError(
+                    f"--seeds must be comma-separated integers, got {args.seeds!r}."
+                ) from None
+        res = run(
+            cfg, args.workdir, log=functools.partial(print, file=sys.stderr, flush=True)
+        )
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for c in res["claims"]:
+        verdict = "n/a " if c["holds"] is None else ("PASS " if c["holds"] else "FAIL ")
+        print(verdict + f"{c['id']}: {c['text']}")
     print(f"wrote {args.workdir}/results.json, report.md ({res['wall_time_s']:.0f}s)")
     return res
 
