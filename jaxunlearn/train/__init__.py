@@ -1,0 +1,64 @@
+"""The jit boundary: compiled epochs, training loops, oracle models, shadows.
+
+Everything in ``jaxunlearn`` outside this package (and the CLI / drivers) is
+pure and un-jitted. One module per job:
+
+* ``_engine``: the compiled epoch (``EpochRunner``: ``lax.scan``, a device-side
+  step loop, or replicas one after another), meshes, input validation and
+  batched ``predict``;
+* ``_loops``: ``unlearn``, ``fit`` and ``unlearn_replicas`` over the engine;
+* ``_oracle``: the cached original and retrained models;
+* ``_shadow``: shadow ensembles (``train_models``, LiRA / U-LiRA shadows).
+
+Batches are gathered on device from fixed index plans, so no shape ever
+changes. With a mesh, the batch axis is sharded over the ``"data"`` axis and
+the state is replicated: the same program runs on one CPU, several simulated
+CPU devices, or several GPUs.
+"""
+
+from jaxunlearn import optim
+from jaxunlearn.train._engine import (
+    ENGINE_VERSION,
+    MODES,
+    EpochRunner,
+    make_mesh,
+    predict,
+)
+from jaxunlearn.train._loops import (
+    TrainConfig,
+    UnlearnResult,
+    fit,
+    unlearn,
+    unlearn_replicas,
+)
+from jaxunlearn.train._oracle import retrain, train_original
+from jaxunlearn.train._shadow import (
+    ShadowResult,
+    ULiraShadows,
+    train_models,
+    train_shadow_models,
+    ulira_shadows,
+)
+
+__all__ = [
+    "ENGINE_VERSION",
+    "MODES",
+    "EpochRunner",
+    "TrainConfig",
+    "UnlearnResult",
+    "fit",
+    "make_mesh",
+    "make_optimizer",
+    "predict",
+    "retrain",
+    "ShadowResult",
+    "train_models",
+    "train_original",
+    "train_shadow_models",
+    "unlearn",
+    "unlearn_replicas",
+    "ULiraShadows",
+    "ulira_shadows",
+]
+
+make_optimizer = optim.sgd
