@@ -1,6 +1,10 @@
+import dataclasses
 import importlib.util
 import json
 import os
+import shutil
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,24 +55,133 @@ def test_bench_eval_smoke(tmp_path):
     assert res["lira_scoring"]["run_s"] > 0
 
 
-def test_rwft_class_unlearning_smoke(tmp_path):
+@pytest.fixture(scope="module")
+def rwft_run(tmp_path_factory):
+    """One smoke run of the RWFT driver, shared by the tests below."""
     mod = _load("rwft_class_unlearning")
-    res = mod.main(["--config", "smoke", "--workdir", str(tmp_path)])
-    for f in ("results.json", "report.md", "config.json", "confusion.png"):
-        assert (tmp_path / f).exists(), f
+    workdir = tmp_path_factory.mktemp("rwft")
+    res = mod.main(["--config", "smoke", "--workdir", str(workdir)])
+    return mod, workdir, res
+
+
+def _copy(src, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(src, dst)
+    return dst
+
+
+CLAIM_FIELDS = {"id", "text", "paper", "ours", "threshold", "holds", "evidence"}
+
+
+def _check_claims(claims):
+    assert isinstance(claims, list) and claims
+    for c in claims:
+        assert set(c) == CLAIM_FIELDS, c
+        assert c["holds"] in (True, False, None)
+        assert isinstance(c["evidence"], list) and c["evidence"]
+
+
+def test_rwft_class_unlearning_smoke(rwft_run):
+    mod, workdir, res = rwft_run
+    for f in (
+        "results.json",
+        "report.md",
+        "config.json",
+        "manifest.json",
+        "metrics.jsonl",
+        "confusion.png",
+    ):
+        assert (workdir / f).exists(), f
     methods = {r["method"] for r in res["rows"]}
     assert {"original", "retrain", "rwft_o", "rwft_2_o", "rw_a", "svd"} <= methods
     # --report-only re-renders from results.json without training.
-    (tmp_path / "report.md").unlink()
-    again = mod.main(["--workdir", str(tmp_path), "--report-only"])
-    assert (tmp_path / "report.md").exists()
-    assert again["checks"] == json.loads(json.dumps(res["checks"]))
+    (workdir / "report.md").unlink()
+    again = mod.main(["--workdir", str(workdir), "--report-only"])
+    assert (workdir / "report.md").exists()
+    assert again["claims"] == json.loads(json.dumps(res["claims"]))
     assert res["ulira"] and res["multi_class"]
-    assert all(isinstance(c["holds"], bool) for c in res["checks"])
     # every RWFT variant forgets the class completely, as in the paper
     for r in res["rows"]:
         if r["method"].startswith("rw"):
             assert r["acc_test_forget"] == 0.0, r["method"]
+    # BatchNorm ablation: rwft_o / rwft_2_o with bn="eval" on the smoke class
+    bn = res["bn_ablation"]
+    assert bn["classes"] == [0]
+    assert {(r["method"], r["bn"]) for r in bn["rows"]} == {
+        ("rwft_o", "eval"),
+        ("rwft_2_o", "eval"),
+    }
+    assert {r["method"] for r in res["bn_ablation_table"]} == {
+        "rwft_o bn=train",
+        "rwft_o bn=eval",
+        "rwft_2_o bn=train",
+        "rwft_2_o bn=eval",
+    }
+    assert "BatchNorm ablation" in (workdir / "report.md").read_text()
+    agg = {a["method"]: a for a in res["aggregate"]}
+    assert "drop_vs_retrain" in agg["rwft_o"]
+
+
+def test_rwft_claims_are_records(rwft_run):
+    _, workdir, res = rwft_run
+    claims = json.load(open(workdir / "results.json"))["claims"]
+    _check_claims(claims)
+    ids = {c["id"] for c in claims}
+    assert {
+        "acc_f_zero",
+        "acc_r_rwft_o",
+        "acc_r_rwft_2_o",
+        "acc_r_rw_a",
+        "utv_below_baselines",
+        "mia_nn_rwft_2_o",
+        "ulira_rwft_2_o_below_ft",
+        "speed_10x",
+    } <= ids
+    speed = next(c for c in claims if c["id"] == "speed_10x")
+    assert speed["threshold"] == ">= 10"
+
+
+def test_rwft_rerun_recomputes_nothing(rwft_run, tmp_path):
+    mod, workdir, _ = rwft_run
+    res = mod.run(mod.get_config("smoke"), str(_copy(workdir, tmp_path)))
+    assert res["rows_computed"] == []
+    assert res["rows_resumed"]
+
+
+def test_rwft_new_seed_computes_only_its_rows(rwft_run, tmp_path):
+    mod, workdir, _ = rwft_run
+    cfg = mod.get_config("smoke")
+    cfg.seeds = (0, 1)
+    res = mod.run(cfg, str(_copy(workdir, tmp_path)))
+    assert res["rows_computed"]
+    assert all("s1_" in n for n in res["rows_computed"]), res["rows_computed"]
+    assert not any("s1_" in n for n in res["rows_resumed"])
+
+
+def test_rwft_batch_size_invalidates_rows(rwft_run, tmp_path):
+    mod, workdir, _ = rwft_run
+    cfg = mod.get_config("smoke")
+    cfg.batch_size = 32
+    cfg.methods = {k: cfg.methods[k] for k in ("rwft_o",)}
+    cfg.bn_ablation_methods = ()
+    res = mod.run(cfg, str(_copy(workdir, tmp_path)))
+    # rows that unlearn are recomputed; the reference rows do not depend on it
+    assert set(res["rows_computed"]) == {
+        "s0_c0_rwft_o",
+        "ulira_s0_c0_rwft_o",
+        "multi_s0_c0-1_rwft_o",
+    }
+    assert "s0_c0_reference" in res["rows_resumed"]
+
+
+def test_rwft_cli_errors_exit_2(capsys):
+    mod = _load("rwft_class_unlearning")
+    for argv in (["--config", "nope"], ["--classes", "a,b"]):
+        with pytest.raises(SystemExit) as e:
+            mod.main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err
 
 
 def test_distributional_gaussians_smoke(tmp_path):
@@ -96,14 +209,34 @@ def test_distributional_gaussians_smoke(tmp_path):
         assert min(r["bound_held_fraction"].values()) >= 0.95
 
 
-def test_distributional_images_smoke(tmp_path):
+@pytest.fixture(scope="module")
+def images_run(tmp_path_factory):
     mod = _load("distributional_images")
-    res = mod.main(["--config", "smoke", "--workdir", str(tmp_path)])
-    for f in ("results.json", "report.md", "accuracy.png"):
+    workdir = tmp_path_factory.mktemp("images")
+    res = mod.main(["--config", "smoke", "--workdir", str(workdir)])
+    return mod, workdir, res
+
+
+def test_distributional_images_smoke(images_run):
+    mod, tmp_path, res = images_run
+    for f in (
+        "results.json",
+        "report.md",
+        "accuracy.png",
+        "config.json",
+        "manifest.json",
+        "metrics.jsonl",
+    ):
         assert (tmp_path / f).exists(), f
     rows = res["rows"]
     # 0% and 100% are shared by every score; the middle fraction once per score.
-    assert {r["score"] for r in rows} == {"all", "random", "lr_maha", "knn_ratio"}
+    assert {r["score"] for r in rows} == {
+        "all",
+        "random",
+        "lr_maha",
+        "lr_maha_sq",
+        "knn_ratio",
+    }
     pool = {r["kept_count"] + r["removed_count"] for r in rows}
     assert len(pool) == 1  # every model trains on a subset of one pool
     for r in rows:
@@ -113,6 +246,42 @@ def test_distributional_images_smoke(tmp_path):
     assert full[0]["acc_forget"] == 0.0  # never saw the class
     none = [r for r in rows if r["fraction"] == 0.0]
     assert none[0]["acc_forget"] > 0.5
-    # Resuming reuses the finished seed's rows.
-    again = mod.main(["--config", "smoke", "--workdir", str(tmp_path)])
-    assert again["rows"] == json.loads(json.dumps(rows))
+    assert {"lr_maha", "lr_maha_sq"} <= set(res["halving_fraction"])
+    report = (tmp_path / "report.md").read_text()
+    assert "| lr_maha_sq |" in report
+
+
+def test_images_claims_are_records(images_run):
+    _, workdir, _ = images_run
+    claims = json.load(open(workdir / "results.json"))["claims"]
+    _check_claims(claims)
+    ids = {c["id"] for c in claims}
+    assert {
+        "lr_maha_fewer_than_random",
+        "lr_maha_saving",
+        "lr_maha_sq_fewer_than_random",
+        "other_class_stable",
+    } <= ids
+
+
+def test_images_rerun_recomputes_nothing(images_run, tmp_path):
+    mod, workdir, res = images_run
+    again = mod.run(mod.get_config("smoke"), str(_copy(workdir, tmp_path)))
+    assert again["rows_computed"] == [] and again["rows_resumed"] == ["seed0"]
+    assert again["rows"] == json.loads(json.dumps(res["rows"]))
+
+
+def test_images_new_seed_computes_only_its_row(images_run, tmp_path):
+    mod, workdir, _ = images_run
+    cfg = mod.get_config("smoke")
+    cfg.seeds = (0, 1)
+    res = mod.run(cfg, str(_copy(workdir, tmp_path)))
+    assert res["rows_computed"] == ["seed1"] and res["rows_resumed"] == ["seed0"]
+
+
+def test_images_batch_size_invalidates_rows(images_run, tmp_path):
+    mod, workdir, _ = images_run
+    cfg = mod.get_config("smoke")
+    cfg.training = dataclasses.replace(cfg.training, batch_size=32)
+    res = mod.run(cfg, str(_copy(workdir, tmp_path)))
+    assert res["rows_computed"] == ["seed0"]
