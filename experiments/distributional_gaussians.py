@@ -29,10 +29,8 @@ Writes ``config.json``, ``manifest.json``, ``results.json``, ``report.md``,
 seed) removal draws are kept in ``workdir/rows`` (the harness's resume rule).
 """
 
-import argparse
 import dataclasses
 import os
-import sys
 import time
 from typing import Any
 
@@ -524,37 +522,26 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
     claims = _claims(cfg, frontier, removal)
     plots = _plots(workdir, frontier, removal)
     rd.write_report(_report(cfg, frontier, removal, claims, plots, wall))
-    manifest = rd.write_manifest(
-        {"key": "jax.random.key(0)", "rows_resumed": rd.resumed}
+    return harness.finish(
+        rd,
+        claims,
+        wall_time_s=wall,
+        paper=PAPER,
+        manifest={"key": "jax.random.key(0)"},
+        frontier=frontier,
+        removal=removal,
     )
-    results = {
-        "config": rd.config,
-        "frontier": frontier,
-        "removal": removal,
-        "claims": [c.to_json() for c in claims],
-        "paper": PAPER,
-        "wall_time_s": wall,
-        "versions": manifest["versions"],
-        "backend": jax.default_backend(),
-    }
-    rd.write_results(results)
-    return results
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="default", help="default | smoke")
-    p.add_argument("--workdir", default="runs/distributional_gaussians")
-    args = p.parse_args(argv)
-    res = run(
-        get_config(args.config),
-        args.workdir,
-        log=lambda s: print(s, file=sys.stderr, flush=True),
+    return harness.driver_main(
+        argv,
+        description=__doc__.split("\n")[0],
+        get_config=get_config,
+        run=run,
+        presets=("default", "smoke"),
+        workdir="runs/distributional_gaussians",
     )
-    for c in res["claims"]:
-        print(("PASS " if c["holds"] else "FAIL ") + c["text"])
-    print(f"wrote {args.workdir}/results.json, report.md ({res['wall_time_s']:.0f}s)")
-    return res
 
 
 if __name__ == "__main__":

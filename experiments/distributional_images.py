@@ -27,11 +27,9 @@ The paper's §4.4 says the features come from a pretrained ResNet-18 while App.
 B.5 says the same 3-block CNN; we follow B.5.
 """
 
-import argparse
 import dataclasses
 import functools
 import os
-import sys
 import time
 from typing import Any
 
@@ -39,7 +37,7 @@ import jax
 import numpy as np
 
 from jaxunlearn import data, harness, models, select, train
-from jaxunlearn.harness import Claim, fmt
+from jaxunlearn.harness import Claim, UsageError, fmt
 
 # Paper Table 2 (CIFAR-10 row): % of cats deleted to halve cat accuracy.
 PAPER = {"random": 80, "selective": 50, "saving": 38, "selective_score": "lr_maha"}
@@ -577,62 +575,30 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
     claims = _claims(cfg, tab, halving)
     plots = _plot(workdir, cfg, tab)
     rd.write_report(_report(cfg, tab, halving, per_seed, claims, plots, wall))
-    manifest = rd.write_manifest(
-        {"rows_computed": rd.computed, "rows_resumed": rd.resumed}
-    )
-    results = {
-        "config": rd.config,
-        "rows": rows,
-        "per_seed": {str(k): v for k, v in per_seed.items()},
-        "halving_fraction": {
+    return harness.finish(
+        rd,
+        claims,
+        wall_time_s=wall,
+        paper=PAPER,
+        rows=rows,
+        per_seed={str(k): v for k, v in per_seed.items()},
+        halving_fraction={
             s: {**h, "per_seed": {str(k): v for k, v in h["per_seed"].items()}}
             for s, h in halving.items()
         },
-        "claims": [c.to_json() for c in claims],
-        "paper": PAPER,
-        "rows_computed": list(rd.computed),
-        "rows_resumed": list(rd.resumed),
-        "wall_time_s": wall,
-        "versions": manifest["versions"],
-        "backend": jax.default_backend(),
-    }
-    rd.write_results(results)
-    return results
-
-
-class UsageError(ValueError):
-    """A setting given on the command line (or in the config) is invalid."""
+    )
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="cpu", help="cpu | full | smoke")
-    p.add_argument("--workdir", default="runs/distributional_images")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (override)")
-    args = p.parse_args(argv)
-    try:
-        try:
-            cfg = get_config(args.config)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        if args.seeds:
-            try:
-                cfg.seeds = tuple(int(s) for s in args.seeds.split(","))
-            except ValueError:
-                raise UsageError(
-                    f"--seeds must be comma-separated integers, got {args.seeds!r}."
-                ) from None
-        res = run(
-            cfg, args.workdir, log=functools.partial(print, file=sys.stderr, flush=True)
-        )
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    for c in res["claims"]:
-        verdict = "n/a " if c["holds"] is None else ("PASS " if c["holds"] else "FAIL ")
-        print(verdict + f"{c['id']}: {c['text']}")
-    print(f"wrote {args.workdir}/results.json, report.md ({res['wall_time_s']:.0f}s)")
-    return res
+    return harness.driver_main(
+        argv,
+        description=__doc__.split("\n")[0],
+        get_config=get_config,
+        run=run,
+        presets=("cpu", "full", "smoke"),
+        workdir="runs/distributional_images",
+        int_overrides={"seeds": "seeds"},
+    )
 
 
 if __name__ == "__main__":

@@ -30,12 +30,10 @@ report gives the smallest deletion that halves spam recall
 per score next to the paper's Table 2.
 """
 
-import argparse
 import dataclasses
 import functools
 import hashlib
 import os
-import sys
 import time
 from typing import Any
 
@@ -765,25 +763,21 @@ def _report(cfg, rd, rows, data_info, reused_seeds, timing, t_start):
         + f"; backend {jax.default_backend()}; versions {versions}.",
     ]
     rd.write_report(lines)
-    rd.write_manifest({"data": data_info, "seeds": list(cfg.seeds)})
-    results = {
-        "config": rd.config,
-        "data": data_info,
-        "rows": rows,
-        "aggregate": agg,
-        "targets": targets,
-        "ham_f1_max_spread": spread,
-        "paper": PAPER,
-        "versions": versions,
-        "backend": jax.default_backend(),
-        "timing": timing,
-        "reused_seeds": reused_seeds,
-        "plots": plots,
-        "claims": [c.to_json() for c in claims],
-        "wall_time_s": time.perf_counter() - t_start,
-    }
-    rd.write_results(results)
-    return results
+    return harness.finish(
+        rd,
+        claims,
+        wall_time_s=time.perf_counter() - t_start,
+        paper=PAPER,
+        manifest={"data": data_info},
+        data=data_info,
+        rows=rows,
+        aggregate=agg,
+        targets=targets,
+        ham_f1_max_spread=spread,
+        timing=timing,
+        reused_seeds=reused_seeds,
+        plots=plots,
+    )
 
 
 def _claims(targets) -> list[Claim]:
@@ -871,35 +865,17 @@ def _plots(workdir, cfg, by, targets):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="sms", help="sms | synthetic | smoke")
-    p.add_argument("--workdir", default="runs/distributional_text")
-    p.add_argument(
-        "--sms-path", default=None, help="the SMSSpamCollection file (sms config)"
+    return harness.driver_main(
+        argv,
+        description=__doc__.split("\n")[0],
+        get_config=get_config,
+        run=run,
+        presets=("sms", "synthetic", "smoke"),
+        workdir="runs/distributional_text",
+        int_overrides={"seeds": "seeds"},
+        str_overrides={"sms-path": "sms_path"},
+        data_errors=(MissingDataError,),
     )
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (override)")
-    args = p.parse_args(argv)
-    cfg = get_config(args.config)
-    if args.sms_path:
-        cfg.sms_path = args.sms_path
-    if args.seeds:
-        cfg.seeds = tuple(int(c) for c in args.seeds.split(","))
-    t0 = time.perf_counter()
-    try:
-        res = run(
-            cfg, args.workdir, log=lambda s: print(s, file=sys.stderr, flush=True)
-        )
-    except MissingDataError as e:
-        sys.exit(f"error: {e}")
-    t = res["targets"]
-    for n, f in t["half"]["fraction"].items():
-        print(f"{SCORE_LABELS.get(n, n):>10}: halves recall at {_pct(f)}")
-    print(
-        f"wrote {args.workdir}/results.json, report.md"
-        + "".join(f", {p}" for p in res["plots"])
-        + f" ({time.perf_counter() - t0:.0f}s)"
-    )
-    return res
 
 
 if __name__ == "__main__":

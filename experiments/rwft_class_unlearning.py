@@ -32,12 +32,10 @@ never the lists looped over, so adding a seed or a class recomputes nothing
 finished and ``--report-only`` re-renders the report from ``results.json``.
 """
 
-import argparse
 import dataclasses
 import functools
 import json
 import os
-import sys
 import time
 import zlib
 from typing import Any
@@ -236,8 +234,7 @@ def _load(cfg: Config, seed: int):
     return ds
 
 
-class UsageError(ValueError):
-    """A setting given on the command line (or in the config) is invalid."""
+UsageError = harness.UsageError
 
 
 def _check(cfg: Config, num_classes: int | None = None) -> None:
@@ -1130,30 +1127,18 @@ def _finish(cfg, rd, parts, wall, *, extra=None) -> dict[str, Any]:
     claims = _claims(cfg, _with_drops(rows), parts["ulira"])
     plots = _plots(rd.workdir, cfg, rows)
     rd.write_report(_report(cfg, parts, claims, plots, wall))
-    manifest = rd.write_manifest(
-        {
-            "cases": parts["manifests"],
-            "rows_computed": rd.computed,
-            "rows_resumed": rd.resumed,
-        }
-    )
     bn_rows, _ = _bn_table(cfg, rows, parts["bn_ablation"])
-    results = {
-        "config": rd.config,
+    return harness.finish(
+        rd,
+        claims,
+        wall_time_s=wall,
+        paper=PAPER,
+        manifest={"cases": parts["manifests"]},
         **parts,
-        "aggregate": _aggregate(_with_drops(rows), _order(cfg)),
-        "bn_ablation_table": bn_rows,
-        "claims": [c.to_json() for c in claims],
-        "paper": PAPER,
-        "rows_computed": list(rd.computed),
-        "rows_resumed": list(rd.resumed),
-        "wall_time_s": wall,
-        "versions": manifest["versions"],
-        "backend": jax.default_backend(),
+        aggregate=_aggregate(_with_drops(rows), _order(cfg)),
+        bn_ablation_table=bn_rows,
         **(extra or {}),
-    }
-    rd.write_results(results)
-    return results
+    )
 
 
 def _config_from_json(c: dict[str, Any]) -> Config:
@@ -1193,54 +1178,17 @@ def rebuild_report(workdir: str) -> dict[str, Any]:
     return _finish(cfg, rd, parts, saved.get("wall_time_s", 0.0))
 
 
-def _die(msg: str):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(c) for c in text.split(","))
-    except ValueError:
-        _die(f"--{what} must be comma-separated integers, got {text!r}.")
-    return out
-
-
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="cpu", help="cpu | full | smoke")
-    p.add_argument("--workdir", default="runs/rwft")
-    p.add_argument(
-        "--classes", default=None, help="comma-separated forget classes (override)"
+    return harness.driver_main(
+        argv,
+        description=__doc__.split("\n")[0],
+        get_config=get_config,
+        run=run,
+        presets=("cpu", "full", "smoke"),
+        workdir="runs/rwft",
+        int_overrides={"classes": "forget_classes", "seeds": "seeds"},
+        rebuild=rebuild_report,
     )
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (override)")
-    p.add_argument(
-        "--report-only",
-        action="store_true",
-        help="rebuild report.md / results.json from workdir/results.json",
-    )
-    args = p.parse_args(argv)
-    log = functools.partial(print, file=sys.stderr, flush=True)
-    try:
-        if args.report_only:
-            res = rebuild_report(args.workdir)
-        else:
-            try:
-                cfg = get_config(args.config)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
-            if args.classes:
-                cfg.forget_classes = _ints(args.classes, "classes")
-            if args.seeds:
-                cfg.seeds = _ints(args.seeds, "seeds")
-            res = run(cfg, args.workdir, log=log)
-    except UsageError as e:
-        _die(str(e))
-    for c in res["claims"]:
-        verdict = "n/a " if c["holds"] is None else ("PASS " if c["holds"] else "FAIL ")
-        print(verdict + f"{c['id']}: {c['text']}")
-    print(f"wrote {args.workdir}/results.json, report.md ({res['wall_time_s']:.0f}s)")
-    return res
 
 
 if __name__ == "__main__":

@@ -23,10 +23,18 @@ MODELS = {
 
 
 def _tree_max_diff(a, b):
-    return max(
-        float(jnp.max(jnp.abs(jnp.asarray(x, jnp.float32) - jnp.asarray(y, jnp.float32))))
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    ) if jax.tree.leaves(a) else 0.0
+    return (
+        max(
+            float(
+                jnp.max(
+                    jnp.abs(jnp.asarray(x, jnp.float32) - jnp.asarray(y, jnp.float32))
+                )
+            )
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        )
+        if jax.tree.leaves(a)
+        else 0.0
+    )
 
 
 def _bitwise_equal(a, b):
@@ -53,7 +61,10 @@ def _setup(name, example):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_padded_batch_equals_unpadded_loss_grads_and_batch_stats(pool, name):
     model, apply_fn, v = _setup(name, pool["image"][:1])
-    real = {"image": jnp.asarray(pool["image"][:5]), "label": jnp.asarray(pool["label"][:5])}
+    real = {
+        "image": jnp.asarray(pool["image"][:5]),
+        "label": jnp.asarray(pool["label"][:5]),
+    }
     noise = np.random.default_rng(1).normal(0, 50, size=(3, *pool["image"].shape[1:]))
     padded = {
         "image": jnp.concatenate([real["image"], jnp.asarray(noise, jnp.float32)]),
@@ -135,7 +146,9 @@ def test_train_models_ignores_excluded_pixels_bitwise(pool, name):
     inc = np.stack([one, one])  # two seeds, same members: padding = excluded
     a = train.train_models(model, pool, CFG, inclusion=inc, seed=0, keep_variables=True)
     noisy = _noisy_outside(pool, one)
-    b = train.train_models(model, noisy, CFG, inclusion=inc, seed=0, keep_variables=True)
+    b = train.train_models(
+        model, noisy, CFG, inclusion=inc, seed=0, keep_variables=True
+    )
     assert _bitwise_equal(a.variables, b.variables)
 
 
@@ -153,10 +166,24 @@ def test_fit_and_unlearn_with_include_ignore_excluded_pixels_bitwise(pool, name)
     assert not _bitwise_equal(fa.variables, full.variables)
 
     m = methods.get("finetune", apply_fn=apply_fn, learning_rate=0.05)
-    ua = train.unlearn(m, v, {"retain": pool}, epochs=2, batch_size=32,
-                       key=jax.random.key(2), include=inc)
-    ub = train.unlearn(m, v, {"retain": noisy}, epochs=2, batch_size=32,
-                       key=jax.random.key(2), include=inc)
+    ua = train.unlearn(
+        m,
+        v,
+        {"retain": pool},
+        epochs=2,
+        batch_size=32,
+        key=jax.random.key(2),
+        include=inc,
+    )
+    ub = train.unlearn(
+        m,
+        v,
+        {"retain": noisy},
+        epochs=2,
+        batch_size=32,
+        key=jax.random.key(2),
+        include=inc,
+    )
     assert _bitwise_equal(ua.variables, ub.variables)
 
 

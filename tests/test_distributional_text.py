@@ -110,10 +110,12 @@ def test_selective_scores_halve_recall_no_later_than_random(smoke):
     )
 
 
-def test_missing_sms_file_exits_with_url(dt, tmp_path):
+def test_missing_sms_file_exits_with_url(dt, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         dt.main(["--config", "sms", "--workdir", str(tmp_path)])
-    assert dt.SMS_URL in str(e.value) and "SMSSpamCollection" in str(e.value)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error:")
+    assert dt.SMS_URL in err and "SMSSpamCollection" in err
     with pytest.raises(SystemExit) as e:
         dt.main(
             [
@@ -125,7 +127,8 @@ def test_missing_sms_file_exits_with_url(dt, tmp_path):
                 str(tmp_path),
             ]
         )
-    assert dt.SMS_URL in str(e.value) and "download" in str(e.value)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and dt.SMS_URL in err and "download" in err
     with pytest.raises(dt.MissingDataError, match="archive.ics.uci.edu"):
         dt.load_sms(None)
 

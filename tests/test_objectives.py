@@ -78,8 +78,12 @@ def test_objective_is_reachable_and_sees_the_step_counter(split):
     assert _leaves_equal(s1.variables["params"], v["params"])
     with pytest.raises(ValueError, match="gradient method"):
         methods.objective_of(
-            methods.get("svd", apply_fn=apply_fn, forget_set=split.forget,
-                        retain_set=split.retain)
+            methods.get(
+                "svd",
+                apply_fn=apply_fn,
+                forget_set=split.forget,
+                retain_set=split.retain,
+            )
         )
 
 
@@ -90,12 +94,24 @@ def test_learning_rate_is_sweepable_with_vmap(split):
     keys = jax.random.split(jax.random.key(3), 2)
     stacked = jax.tree.map(lambda x: jnp.stack([x, x]), v)
     swept = train.unlearn_replicas(
-        m, stacked, split, epochs=1, batch_size=128, keys=keys,
+        m,
+        stacked,
+        split,
+        epochs=1,
+        batch_size=128,
+        keys=keys,
         hparams={"learning_rate": jnp.array([0.01, 0.2])},
     )
     for i, lr in enumerate((0.01, 0.2)):
-        one = train.unlearn(m, v, split, epochs=1, batch_size=128, key=keys[i],
-                            hparams={"learning_rate": lr})
+        one = train.unlearn(
+            m,
+            v,
+            split,
+            epochs=1,
+            batch_size=128,
+            key=keys[i],
+            hparams={"learning_rate": lr},
+        )
         got = jax.tree.map(lambda x, i=i: x[i], swept.state.variables)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(one.variables)):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
@@ -111,8 +127,11 @@ def test_unit_rate_sgd_equals_fixed_rate_sgd(split):
     from jaxunlearn import optim
 
     sweep = methods.get("finetune", apply_fn=apply_fn, learning_rate=0.07)
-    fixed = methods.get("finetune", apply_fn=apply_fn,
-                        tx=optim.sgd(0.07, momentum=0.9, weight_decay=5e-4))
+    fixed = methods.get(
+        "finetune",
+        apply_fn=apply_fn,
+        tx=optim.sgd(0.07, momentum=0.9, weight_decay=5e-4),
+    )
     sa, sb = sweep.init(v), fixed.init(v)
     for i in range(3):
         b = _batch(split, seed=i)
@@ -129,8 +148,9 @@ def test_unit_rate_sgd_equals_fixed_rate_sgd(split):
 @pytest.mark.parametrize("bn", ["train", "eval"])
 def test_rwft_2_o_frozen_groups_keep_params_and_batch_stats(split, name, bn):
     _, apply_fn, v = _model(name, split)
-    m = methods.get("rwft_2_o", apply_fn=apply_fn, forget_classes=3,
-                    learning_rate=0.05, bn=bn)
+    m = methods.get(
+        "rwft_2_o", apply_fn=apply_fn, forget_classes=3, learning_rate=0.05, bn=bn
+    )
     state = m.init(v)
     groups = set(state.variables["params"])
     trainable = {methods.intermediate_group(tuple(groups)), "head"}
@@ -139,12 +159,20 @@ def test_rwft_2_o_frozen_groups_keep_params_and_batch_stats(split, name, bn):
     for g in groups - trainable:
         assert _leaves_equal(state.variables["params"][g], v["params"][g]), g
         if "batch_stats" in v and g in v["batch_stats"]:
-            assert _leaves_equal(state.variables["batch_stats"][g], v["batch_stats"][g]), g
-    moved = [g for g in trainable if not _leaves_equal(state.variables["params"][g], v["params"][g])]
+            assert _leaves_equal(
+                state.variables["batch_stats"][g], v["batch_stats"][g]
+            ), g
+    moved = [
+        g
+        for g in trainable
+        if not _leaves_equal(state.variables["params"][g], v["params"][g])
+    ]
     assert moved
     if "batch_stats" in v:
         inter = methods.intermediate_group(tuple(groups))
-        same = _leaves_equal(state.variables["batch_stats"][inter], v["batch_stats"][inter])
+        same = _leaves_equal(
+            state.variables["batch_stats"][inter], v["batch_stats"][inter]
+        )
         # train mode moves the trainable groups' running averages, eval never
         assert same == (bn == "eval")
 
@@ -182,17 +210,30 @@ def test_each_set_has_its_own_batch_size(split, name):
     m = methods.with_objective(ft, probe)
     unseen = {"image": split.test["image"][:50], "label": split.test["label"][:50]}
     sets = {"retain": split.retain, "forget": split.forget, "unseen": unseen}
-    r = train.unlearn(m, v, sets, epochs=1, key=jax.random.key(0),
-                      batch_size={"retain": 64, "forget": 16, "unseen": 8})
+    r = train.unlearn(
+        m,
+        v,
+        sets,
+        epochs=1,
+        key=jax.random.key(0),
+        batch_size={"retain": 64, "forget": 16, "unseen": 8},
+    )
     assert shapes == {"retain": 64, "forget": 16, "unseen": 8}
     steps = data.num_batches(len(split.retain["label"]), 64)
     assert int(r.state.step) == steps
     with pytest.raises(ValueError, match="batch_size"):
-        train.unlearn(m, v, sets, epochs=1, key=jax.random.key(0),
-                      batch_size={"retain": 64, "nope": 3})
+        train.unlearn(
+            m,
+            v,
+            sets,
+            epochs=1,
+            key=jax.random.key(0),
+            batch_size={"retain": 64, "nope": 3},
+        )
     with pytest.raises(ValueError, match="batch_size"):
-        train.unlearn(m, v, sets, epochs=1, key=jax.random.key(0),
-                      batch_size={"retain": 0})
+        train.unlearn(
+            m, v, sets, epochs=1, key=jax.random.key(0), batch_size={"retain": 0}
+        )
 
 
 # --- random labels -----------------------------------------------------------
@@ -204,23 +245,38 @@ def test_per_example_random_labels_are_fixed_for_the_run(split, method):
 
     key = jax.random.key(11)
     part = _batch(split)["forget"]
-    a = random_forget_labels(jax.random.key(0), part, 10, "per_example", {"label_key": key})
-    b = random_forget_labels(jax.random.key(1), part, 10, "per_example", {"label_key": key})
+    a = random_forget_labels(
+        jax.random.key(0), part, 10, "per_example", {"label_key": key}
+    )
+    b = random_forget_labels(
+        jax.random.key(1), part, 10, "per_example", {"label_key": key}
+    )
     np.testing.assert_array_equal(a, b)  # same example -> same label, any step
     # the labels depend on the example, not on its slot
     perm = np.arange(16)[::-1]
-    c = random_forget_labels(jax.random.key(2), jax.tree.map(lambda x: x[perm], part),
-                             10, "per_example", {"label_key": key})
+    c = random_forget_labels(
+        jax.random.key(2),
+        jax.tree.map(lambda x: x[perm], part),
+        10,
+        "per_example",
+        {"label_key": key},
+    )
     np.testing.assert_array_equal(np.asarray(c), np.asarray(a)[perm])
     # drawn over all classes, the true one included (the reference codes)
     many = {**part, "index": jnp.arange(2000), "label": jnp.zeros(2000, jnp.int32)}
-    lab = np.asarray(random_forget_labels(None, many, 10, "per_example", {"label_key": key}))
+    lab = np.asarray(
+        random_forget_labels(None, many, 10, "per_example", {"label_key": key})
+    )
     assert set(lab.tolist()) == set(range(10))
-    fresh = np.asarray(random_forget_labels(jax.random.key(0), many, 10, "per_step", {}))
+    fresh = np.asarray(
+        random_forget_labels(jax.random.key(0), many, 10, "per_step", {})
+    )
     assert 0 not in set(fresh.tolist())
     _, apply_fn, v = _model("mlp", split)
     kw = {"forget_set": split.forget} if method == "salun" else {}
-    m = methods.get(method, apply_fn=apply_fn, num_classes=10, labels="per_example", **kw)
+    m = methods.get(
+        method, apply_fn=apply_fn, num_classes=10, labels="per_example", **kw
+    )
     state = m.init(v)
     state, metrics = jax.jit(m.step)(state, _batch(split), jax.random.key(0))
     assert np.isfinite(float(metrics["loss"]))
@@ -230,15 +286,23 @@ def test_per_example_random_labels_are_fixed_for_the_run(split, method):
 
 def test_salun_update_mask_hook_keeps_non_salient_weights(split):
     _, apply_fn, v = _model("mlp", split)
-    m = methods.get("salun", apply_fn=apply_fn, num_classes=10,
-                    forget_set=split.forget, threshold=0.2, learning_rate=0.1)
+    m = methods.get(
+        "salun",
+        apply_fn=apply_fn,
+        num_classes=10,
+        forget_set=split.forget,
+        threshold=0.2,
+        learning_rate=0.1,
+    )
     assert m.spec.update_mask is not None
     state = m.init(v)
     for i in range(2):
         state, _ = jax.jit(m.step)(state, _batch(split, seed=i), jax.random.key(i))
-    for mask, a, b in zip(jax.tree.leaves(state.extra["mask"]),
-                          jax.tree.leaves(state.variables["params"]),
-                          jax.tree.leaves(v["params"])):
+    for mask, a, b in zip(
+        jax.tree.leaves(state.extra["mask"]),
+        jax.tree.leaves(state.variables["params"]),
+        jax.tree.leaves(v["params"]),
+    ):
         frozen = np.asarray(mask) == 0
         np.testing.assert_array_equal(np.asarray(a)[frozen], np.asarray(b)[frozen])
 
@@ -253,19 +317,34 @@ def test_svd_projects_both_sides_and_the_classifier_input_only(split, name):
     both = methods.svd_unlearn(apply_fn, v, r, f)
     inp = methods.svd_unlearn(apply_fn, v, r, f, output_side=False)
     head_b = both["params"]["head"]["kernel"]
-    np.testing.assert_allclose(head_b, inp["params"]["head"]["kernel"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        head_b, inp["params"]["head"]["kernel"], rtol=1e-5, atol=1e-6
+    )
     first = sorted(g for g in v["params"] if g != "head")[0]
-    diff = [float(jnp.max(jnp.abs(a - b))) for a, b in zip(
-        jax.tree.leaves(both["params"][first]), jax.tree.leaves(inp["params"][first]))]
+    diff = [
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(
+            jax.tree.leaves(both["params"][first]),
+            jax.tree.leaves(inp["params"][first]),
+        )
+    ]
     assert max(diff) > 1e-4  # the output side moved the hidden layers too
 
 
 def test_svd_init_vmaps_over_replicas(split):
     _, apply_fn, v = _model("cnn", split)
-    m = methods.get("svd", apply_fn=apply_fn, forget_set=split.forget,
-                    retain_set=split.retain, retain_per_class=20)
-    v2 = models.init(models.get_model("cnn", 10, **MODELS["cnn"]), jax.random.key(1),
-                     split.retain["image"][:1])
+    m = methods.get(
+        "svd",
+        apply_fn=apply_fn,
+        forget_set=split.forget,
+        retain_set=split.retain,
+        retain_per_class=20,
+    )
+    v2 = models.init(
+        models.get_model("cnn", 10, **MODELS["cnn"]),
+        jax.random.key(1),
+        split.retain["image"][:1],
+    )
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), v, v2)
     out = jax.vmap(lambda x: m.init(x).variables)(stacked)
     for i, vi in enumerate((v, v2)):
@@ -274,8 +353,14 @@ def test_svd_init_vmaps_over_replicas(split):
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(one)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     # unlearn_replicas runs it (the bug was TracerArrayConversionError)
-    res = train.unlearn_replicas(m, stacked, split, epochs=1, batch_size=256,
-                                 keys=jax.random.split(jax.random.key(0), 2))
+    res = train.unlearn_replicas(
+        m,
+        stacked,
+        split,
+        epochs=1,
+        batch_size=256,
+        keys=jax.random.split(jax.random.key(0), 2),
+    )
     assert jax.tree.leaves(res.state.variables)[0].shape[0] == 2
 
 
@@ -292,8 +377,9 @@ def test_svd_default_sample_sizes_follow_the_reference(split):
 
     methods._svd.svd_unlearn = spy
     try:
-        methods.get("svd", apply_fn=apply_fn, forget_set=split.forget,
-                    retain_set=split.retain).init(v)
+        methods.get(
+            "svd", apply_fn=apply_fn, forget_set=split.forget, retain_set=split.retain
+        ).init(v)
     finally:
         methods._svd.svd_unlearn = orig
     assert seen["r"] == 900  # 9 retained digits x 100

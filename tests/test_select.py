@@ -746,7 +746,9 @@ def test_lr_maha_default_is_the_difference_of_mahalanobis_distances():
     got = np.asarray(select.lr_maha(jnp.asarray(x), mu1, mu2, jnp.asarray(precision)))
     d = lambda m: np.sqrt(np.einsum("nd,de,ne->n", x - m, precision, x - m))  # noqa: E731
     np.testing.assert_allclose(got, d(mu2) - d(mu1), rtol=1e-4, atol=1e-4)
-    sq = np.asarray(select.lr_maha(jnp.asarray(x), mu1, mu2, jnp.asarray(precision), squared=True))
+    sq = np.asarray(
+        select.lr_maha(jnp.asarray(x), mu1, mu2, jnp.asarray(precision), squared=True)
+    )
     assert not np.array_equal(np.argsort(got), np.argsort(sq))
     by_name = np.asarray(select.score("lr_maha_sq", x, x[:100] + 1.0, ridge=1e-3))
     by_default = np.asarray(select.score("lr_maha", x, x[:100] + 1.0, ridge=1e-3))

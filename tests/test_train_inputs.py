@@ -18,7 +18,10 @@ def setup():
 
 
 def _retain(split, **change):
-    part = {"image": split.retain["image"][:64].copy(), "label": split.retain["label"][:64].copy()}
+    part = {
+        "image": split.retain["image"][:64].copy(),
+        "label": split.retain["label"][:64].copy(),
+    }
     for k, fn in change.items():
         part[k] = fn(part[k])
     return {"retain": part}
@@ -29,6 +32,7 @@ def _label(value):
         lab = lab.astype(np.float64 if isinstance(value, float) else lab.dtype)
         lab[5] = value
         return lab
+
     return f
 
 
@@ -36,6 +40,7 @@ def _pixel(value):
     def f(img):
         img[2, 0, 0, 0] = value
         return img
+
     return f
 
 
@@ -45,7 +50,12 @@ BAD_DATA = [
     ("label_float", {"label": _label(3.7)}, TypeError, "label"),
     ("nan_pixel", {"image": _pixel(np.nan)}, ValueError, "image"),
     ("inf_pixel", {"image": _pixel(np.inf)}, ValueError, "image"),
-    ("integer_images", {"image": lambda x: (x * 255).astype(np.uint8)}, TypeError, "image"),
+    (
+        "integer_images",
+        {"image": lambda x: (x * 255).astype(np.uint8)},
+        TypeError,
+        "image",
+    ),
     ("label_2d", {"label": lambda y: y[:, None]}, TypeError, "label"),
 ]
 
@@ -55,8 +65,14 @@ def test_unlearn_rejects_bad_data(setup, case, change, exc, name):
     split, _, apply_fn, v = setup
     m = methods.get("finetune", apply_fn=apply_fn)
     with pytest.raises(exc, match=name):
-        train.unlearn(m, v, _retain(split, **change), epochs=1, batch_size=32,
-                      key=jax.random.key(0))
+        train.unlearn(
+            m,
+            v,
+            _retain(split, **change),
+            epochs=1,
+            batch_size=32,
+            key=jax.random.key(0),
+        )
 
 
 @pytest.mark.parametrize("case,change,exc,name", BAD_DATA, ids=[c[0] for c in BAD_DATA])
@@ -64,7 +80,9 @@ def test_fit_rejects_bad_data(setup, case, change, exc, name):
     split, model, _, v = setup
     cfg = train.TrainConfig(epochs=1, batch_size=32)
     with pytest.raises(exc, match=name):
-        train.fit(model, v, _retain(split, **change)["retain"], cfg, key=jax.random.key(0))
+        train.fit(
+            model, v, _retain(split, **change)["retain"], cfg, key=jax.random.key(0)
+        )
 
 
 BAD_HPARAMS = [
@@ -79,17 +97,35 @@ BAD_HPARAMS = [
     ("neggrad", {"learning_rate": True}, TypeError, "learning_rate"),
     ("neggrad_plus", {"retain_weight": 1.5}, ValueError, "retain_weight"),
     ("neggrad_plus", {"retain_weight": -0.1}, ValueError, "retain_weight"),
-    ("rwft_o", {"retain_weight": 2.0, "forget_classes": 3}, ValueError, "retain_weight"),
-    ("rwft_2_o", {"learning_rate": -1.0, "forget_classes": 3}, ValueError, "learning_rate"),
-    ("random_label", {"retain_weight": float("nan"), "num_classes": 10}, ValueError, "retain_weight"),
+    (
+        "rwft_o",
+        {"retain_weight": 2.0, "forget_classes": 3},
+        ValueError,
+        "retain_weight",
+    ),
+    (
+        "rwft_2_o",
+        {"learning_rate": -1.0, "forget_classes": 3},
+        ValueError,
+        "learning_rate",
+    ),
+    (
+        "random_label",
+        {"retain_weight": float("nan"), "num_classes": 10},
+        ValueError,
+        "retain_weight",
+    ),
     ("l1_sparse", {"alpha": -1e-4}, ValueError, "alpha"),
     ("l1_sparse", {"decay_steps": 0}, ValueError, "decay_steps"),
     ("boundary_shrink", {"learning_rate": "fast"}, TypeError, "learning_rate"),
 ]
 
 
-@pytest.mark.parametrize("name,kw,exc,arg", BAD_HPARAMS,
-                         ids=[f"{c[0]}-{next(iter(c[1]))}-{i}" for i, c in enumerate(BAD_HPARAMS)])
+@pytest.mark.parametrize(
+    "name,kw,exc,arg",
+    BAD_HPARAMS,
+    ids=[f"{c[0]}-{next(iter(c[1]))}-{i}" for i, c in enumerate(BAD_HPARAMS)],
+)
 def test_method_factories_validate_hyperparameters(setup, name, kw, exc, arg):
     _, _, apply_fn, _ = setup
     with pytest.raises(exc, match=arg):
@@ -100,16 +136,34 @@ def test_unlearn_validates_its_own_arguments(setup):
     split, _, apply_fn, v = setup
     m = methods.get("finetune", apply_fn=apply_fn)
     with pytest.raises(TypeError, match="method"):
-        train.unlearn("finetune", v, split, epochs=1, batch_size=8, key=jax.random.key(0))
+        train.unlearn(
+            "finetune", v, split, epochs=1, batch_size=8, key=jax.random.key(0)
+        )
     with pytest.raises(ValueError, match="variables"):
-        train.unlearn(m, {"weights": 1}, split, epochs=1, batch_size=8, key=jax.random.key(0))
+        train.unlearn(
+            m, {"weights": 1}, split, epochs=1, batch_size=8, key=jax.random.key(0)
+        )
     with pytest.raises(ValueError, match="epochs"):
         train.unlearn(m, v, split, epochs=-1, batch_size=8, key=jax.random.key(0))
     with pytest.raises(ValueError, match="include"):
-        train.unlearn(m, v, split, epochs=1, batch_size=8, key=jax.random.key(0),
-                      include=np.ones(3, bool))
+        train.unlearn(
+            m,
+            v,
+            split,
+            epochs=1,
+            batch_size=8,
+            key=jax.random.key(0),
+            include=np.ones(3, bool),
+        )
     with pytest.raises(ValueError, match="include"):
-        train.unlearn(m, v, split, epochs=1, batch_size=8, key=jax.random.key(0),
-                      include=np.zeros(len(split.retain["label"]), bool))
+        train.unlearn(
+            m,
+            v,
+            split,
+            epochs=1,
+            batch_size=8,
+            key=jax.random.key(0),
+            include=np.zeros(len(split.retain["label"]), bool),
+        )
     with pytest.raises(ValueError, match="batch_size"):
         train.unlearn(m, v, split, epochs=1, batch_size=0, key=jax.random.key(0))

@@ -141,8 +141,14 @@ def get(name: str, **kwargs: Any) -> Method:
     return factory(**kwargs)
 
 
-def _check_scalar(name: str, value: Any, *, low: float, high: float | None = None,
-                  low_open: bool = False) -> float:
+def _check_scalar(
+    name: str,
+    value: Any,
+    *,
+    low: float,
+    high: float | None = None,
+    low_open: bool = False,
+) -> float:
     """Validates a hyperparameter on the host, before anything compiles."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
@@ -161,8 +167,14 @@ def _check_scalar(name: str, value: Any, *, low: float, high: float | None = Non
     return v
 
 
-def check_hparam(name: str, value: Any, *, low: float = 0.0,
-                 high: float | None = None, low_open: bool = False) -> float:
+def check_hparam(
+    name: str,
+    value: Any,
+    *,
+    low: float = 0.0,
+    high: float | None = None,
+    low_open: bool = False,
+) -> float:
     """Public form of the host-side check every factory runs on its scalars.
 
     Raises ``TypeError`` for a non-number (a string, a bool) and ``ValueError``
@@ -195,7 +207,9 @@ def sgd_tx(
     """
     if tx is not None:
         return tx, None
-    learning_rate = _check_scalar("learning_rate", learning_rate, low=0.0, low_open=True)
+    learning_rate = _check_scalar(
+        "learning_rate", learning_rate, low=0.0, low_open=True
+    )
     momentum = _check_scalar("momentum", momentum, low=0.0, high=1.0)
     weight_decay = _check_scalar("weight_decay", weight_decay, low=0.0)
     return optim.sgd(1.0, momentum=momentum, weight_decay=weight_decay), learning_rate
@@ -214,7 +228,9 @@ def default_tx(
     """
     if tx is not None:
         return tx
-    learning_rate = _check_scalar("learning_rate", learning_rate, low=0.0, low_open=True)
+    learning_rate = _check_scalar(
+        "learning_rate", learning_rate, low=0.0, low_open=True
+    )
     momentum = _check_scalar("momentum", momentum, low=0.0, high=1.0)
     weight_decay = _check_scalar("weight_decay", weight_decay, low=0.0)
     return optim.sgd(learning_rate, momentum=momentum, weight_decay=weight_decay)
@@ -264,9 +280,7 @@ def _freeze_stats(old, new, params, trainable: Trainable):
     for col, tree in new.items():
         if col == "params" or not isinstance(tree, Mapping) or col not in old:
             continue
-        out[col] = {
-            g: (sub if g in groups else old[col][g]) for g, sub in tree.items()
-        }
+        out[col] = {g: (sub if g in groups else old[col][g]) for g, sub in tree.items()}
     return out
 
 
@@ -464,9 +478,9 @@ def gradient_method(
                 variables, batch, key, state.hparams, state.extra, state.step
             )
 
-        (loss, (new_vars, metrics)), grads = jax.value_and_grad(
-            loss_of, has_aux=True
-        )(params)
+        (loss, (new_vars, metrics)), grads = jax.value_and_grad(loss_of, has_aux=True)(
+            params
+        )
         mask = update_mask(state) if update_mask is not None else None
         if mask is not None:
             grads = jax.tree.map(jnp.multiply, grads, mask)

@@ -56,7 +56,9 @@ def l1_sparse(
     if decay not in ("linear", "constant"):
         raise ValueError(f"`decay` must be 'linear' or 'constant', got {decay!r}.")
     if decay_steps is not None and (
-        isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 1
+        isinstance(decay_steps, bool)
+        or not isinstance(decay_steps, int)
+        or decay_steps < 1
     ):
         raise ValueError(f"`decay_steps` must be an int >= 1, got {decay_steps!r}.")
     check_hparam("alpha", alpha)
@@ -65,10 +67,17 @@ def l1_sparse(
         ce, variables, acc = batch_ce(apply_fn, variables, batch["retain"], key)
         scale = 1.0
         if decay == "linear":
-            scale = jnp.maximum(0.0, 1.0 - step.astype(jnp.float32) / extra["decay_steps"])
+            scale = jnp.maximum(
+                0.0, 1.0 - step.astype(jnp.float32) / extra["decay_steps"]
+            )
         reg = _l1(variables["params"])
         loss = ce + hparams["alpha"] * scale * reg
-        metrics = {"retain_ce": ce, "retain_acc": acc, "l1": reg, "l1_scale": jnp.asarray(scale, jnp.float32)}
+        metrics = {
+            "retain_ce": ce,
+            "retain_acc": acc,
+            "l1": reg,
+            "l1_scale": jnp.asarray(scale, jnp.float32),
+        }
         return loss, (variables, metrics)
 
     def init_hook(state, *, num_steps=None, **context):
@@ -81,7 +90,10 @@ def l1_sparse(
                 "num_steps= to init (train.unlearn does) or decay_steps= to the "
                 "factory, or use decay='constant'."
             )
-        extra = {**state.extra, "decay_steps": jnp.asarray(max(int(steps), 1), jnp.float32)}
+        extra = {
+            **state.extra,
+            "decay_steps": jnp.asarray(max(int(steps), 1), jnp.float32),
+        }
         return dataclasses.replace(state, extra=extra)
 
     tx, lr = sgd_tx(

@@ -70,7 +70,11 @@ def _layer_activations(apply_fn, variables, images, max_rows: int, seed: int):
                 padding,
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
-        acts[path] = (mod, _rows(x, max_rows, seed + 2 * i), _rows(y, max_rows, seed + 2 * i + 1))
+        acts[path] = (
+            mod,
+            _rows(x, max_rows, seed + 2 * i),
+            _rows(y, max_rows, seed + 2 * i + 1),
+        )
     return acts
 
 
@@ -144,7 +148,9 @@ def svd_unlearn(
     if len(retain_images) == 0 or len(forget_images) == 0:
         raise ValueError("svd needs non-empty retain and forget samples.")
     acts_r = _layer_activations(apply_fn, variables, retain_images, max_rows, seed)
-    acts_f = _layer_activations(apply_fn, variables, forget_images, max_rows, seed + 7919)
+    acts_f = _layer_activations(
+        apply_fn, variables, forget_images, max_rows, seed + 7919
+    )
     params = variables["params"]
     last = list(acts_r)[-1]
     for path, (mod, in_r, out_r) in acts_r.items():

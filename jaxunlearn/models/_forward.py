@@ -110,7 +110,10 @@ def _mask_batch_norms(mask: jax.Array):
     """
 
     def intercept(next_fun, args, kwargs, context):
-        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+        if (
+            isinstance(context.module, nn.BatchNorm)
+            and context.method_name == "__call__"
+        ):
             x = args[0]
             m = jnp.reshape(mask, mask.shape + (1,) * (x.ndim - 1))
             kwargs = {**kwargs, "mask": jnp.broadcast_to(m, x.shape)}

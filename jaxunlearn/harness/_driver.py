@@ -1,0 +1,151 @@
+"""What every experiment driver shares besides its run directory: the results
+record it ends with, and its command line (presets, overrides, one-line
+errors with exit status 2, the claims summary)."""
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+
+from jaxunlearn.harness._claims import Claim
+from jaxunlearn.harness._run import RunDir
+
+
+class UsageError(ValueError):
+    """A setting given on the command line (or in a config) is invalid.
+
+    Drivers raise it for bad overrides; :func:`driver_main` prints it as one
+    ``error:`` line and exits with status 2.
+    """
+
+
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    """``"0,1,2" -> (0, 1, 2)``; a :class:`UsageError` naming ``--option``.
+
+    >>> parse_ints("0,2", "seeds")
+    (0, 2)
+    """
+    try:
+        out = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"--{option} must be comma-separated integers, got {text!r}."
+        ) from None
+    return out
+
+
+def finish(
+    rd: RunDir,
+    claims: Sequence[Claim],
+    *,
+    wall_time_s: float,
+    paper: Any = None,
+    manifest: Mapping[str, Any] | None = None,
+    **parts: Any,
+) -> dict[str, Any]:
+    """Writes ``manifest.json`` and ``results.json``; returns the results.
+
+    Every driver's results hold ``config``, its ``parts`` (rows, tables...),
+    ``claims`` as records, ``paper``, which rows were computed or resumed,
+    ``wall_time_s``, package ``versions`` and the ``backend``.
+    """
+    written = rd.write_manifest(
+        {
+            **dict(manifest or {}),
+            "rows_computed": rd.computed,
+            "rows_resumed": rd.resumed,
+        }
+    )
+    results = {
+        "config": rd.config,
+        **parts,
+        "claims": [c.to_json() for c in claims],
+        "paper": paper,
+        "rows_computed": list(rd.computed),
+        "rows_resumed": list(rd.resumed),
+        "wall_time_s": wall_time_s,
+        "versions": written["versions"],
+        "backend": jax.default_backend(),
+    }
+    rd.write_results(results)
+    return results
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, status 2
+        self.exit(2, f"error: {message}\n")
+
+
+def _log(s: str) -> None:
+    print(s, file=sys.stderr, flush=True)
+
+
+def driver_main(
+    argv: Sequence[str] | None,
+    *,
+    description: str,
+    get_config: Callable[[str], Any],
+    run: Callable[..., dict[str, Any]],
+    presets: Sequence[str],
+    workdir: str,
+    int_overrides: Mapping[str, str] = {},  # noqa: B006 (read only)
+    str_overrides: Mapping[str, str] = {},  # noqa: B006
+    rebuild: Callable[[str], dict[str, Any]] | None = None,
+    data_errors: tuple[type[BaseException], ...] = (),
+) -> dict[str, Any]:
+    """The command line of an experiment driver.
+
+    ``--config`` picks a preset, ``--workdir`` the run directory; each
+    ``int_overrides`` entry ``{"seeds": "seeds"}`` adds ``--seeds 0,1,2``
+    setting that config field to a tuple of ints, each ``str_overrides`` entry
+    a string field; with ``rebuild``, ``--report-only`` re-renders a finished
+    run without training. A :class:`UsageError`, a missing data set
+    (``FileNotFoundError`` and ``data_errors``) or a bad option prints one
+    ``error:`` line and exits with status 2; on success every claim is printed
+    with its verdict.
+    """
+    p = _OneLineParser(description=description)
+    p.add_argument("--config", default=presets[0], help=" | ".join(presets))
+    p.add_argument("--workdir", default=workdir, help="the run directory")
+    for flag, field in int_overrides.items():
+        p.add_argument(
+            f"--{flag}", default=None, help=f"comma-separated {field} (override)"
+        )
+    for flag, field in str_overrides.items():
+        p.add_argument(f"--{flag}", default=None, help=f"{field} (override)")
+    if rebuild is not None:
+        p.add_argument(
+            "--report-only",
+            action="store_true",
+            help="rebuild report.md / results.json from workdir/results.json",
+        )
+    args = p.parse_args(argv)
+    try:
+        if rebuild is not None and args.report_only:
+            res = rebuild(args.workdir)
+        else:
+            if args.config not in presets:
+                raise UsageError(
+                    f"--config must be one of {', '.join(presets)}, got {args.config!r}."
+                )
+            cfg = get_config(args.config)
+            for flag, field in int_overrides.items():
+                value = getattr(args, flag.replace("-", "_"))
+                if value:
+                    setattr(cfg, field, parse_ints(value, flag))
+            for flag, field in str_overrides.items():
+                value = getattr(args, flag.replace("-", "_"))
+                if value:
+                    setattr(cfg, field, value)
+            res = run(cfg, args.workdir, log=_log)
+    except (UsageError, FileNotFoundError, *data_errors) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    for c in res.get("claims", []):
+        verdict = "n/a " if c["holds"] is None else ("PASS " if c["holds"] else "FAIL ")
+        print(verdict + f"{c['id']}: {c['text']}")
+    print(f"wrote {args.workdir}/results.json, report.md ({res['wall_time_s']:.0f}s)")
+    return res
