@@ -384,3 +384,23 @@ def test_svd_default_sample_sizes_follow_the_reference(split):
         methods._svd.svd_unlearn = orig
     assert seen["r"] == 900  # 9 retained digits x 100
     assert seen["f"] == len(split.forget["label"])  # fewer than 900 forget examples
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_frozen_groups_run_their_batchnorm_in_eval_mode(split, name):
+    """With only the head trainable, every BatchNorm sits in a frozen group, so
+    the training loss is the eval-mode loss (running averages normalise)."""
+    from jaxunlearn import losses
+
+    _, apply_fn, v = _model(name, split)
+    m = methods.get("finetune", apply_fn=apply_fn, trainable="head")
+    b = _batch(split)
+    _, metrics = jax.jit(m.step)(m.init(v), b, jax.random.key(0))
+    logits, _ = apply_fn(v, b["retain"]["image"], train=False)
+    ce = losses.masked_mean(losses.cross_entropy(logits, b["retain"]["label"]),
+                            b["retain"]["mask"])
+    np.testing.assert_allclose(float(metrics["retain_ce"]), float(ce), rtol=1e-5)
+    if "batch_stats" in v:  # all groups trainable: train mode, a different loss
+        full = methods.get("finetune", apply_fn=apply_fn)
+        _, m2 = jax.jit(full.step)(full.init(v), b, jax.random.key(0))
+        assert abs(float(m2["retain_ce"]) - float(ce)) > 1e-4

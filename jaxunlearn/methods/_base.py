@@ -18,6 +18,7 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -270,6 +271,22 @@ def freeze_except(
     return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
 
 
+def _frozen_norms_in_eval_mode(frozen: frozenset):
+    """An interceptor running every BatchNorm inside a frozen group in eval
+    mode: a frozen group is a fixed function (its running averages normalise,
+    and nothing updates them), whatever mode the trainable groups run in."""
+
+    def intercept(next_fun, args, kwargs, context):
+        mod = context.module
+        if context.method_name == "__call__" and isinstance(mod, nn.BatchNorm):
+            path = getattr(mod, "path", ()) or ()
+            if path and path[0] in frozen:
+                kwargs = {**kwargs, "use_running_average": True}
+        return next_fun(*args, **kwargs)
+
+    return intercept
+
+
 def _freeze_stats(old, new, params, trainable: Trainable):
     """Non-parameter collections (BatchNorm running averages) of frozen groups
     keep their old values: a frozen group is frozen whole."""
@@ -400,8 +417,9 @@ def gradient_method(
         and the updates are scaled by the sweepable
         ``state.hparams["learning_rate"]`` (default this value).
       trainable: parameter groups that train (names, or a function of the
-        params returning names); the others get exactly zero updates and their
-        BatchNorm running averages stay frozen too.
+        params returning names); the others are frozen whole: exactly zero
+        updates, and their BatchNorm layers run in eval mode (running
+        averages normalise and are never updated).
       update_mask: hook ``update_mask(state) -> pytree`` of multipliers applied
         to the gradients and to the final updates (e.g. SalUn's saliency
         mask: masked weights never move, not even by weight decay).
@@ -478,9 +496,13 @@ def gradient_method(
                 variables, batch, key, state.hparams, state.extra, state.step
             )
 
-        (loss, (new_vars, metrics)), grads = jax.value_and_grad(loss_of, has_aux=True)(
-            params
-        )
+        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+        if trainable is not None:
+            frozen = frozenset(params) - set(_trainable_groups(trainable, params))
+            with nn.intercept_methods(_frozen_norms_in_eval_mode(frozen)):
+                (loss, (new_vars, metrics)), grads = grad_fn(params)
+        else:
+            (loss, (new_vars, metrics)), grads = grad_fn(params)
         mask = update_mask(state) if update_mask is not None else None
         if mask is not None:
             grads = jax.tree.map(jnp.multiply, grads, mask)

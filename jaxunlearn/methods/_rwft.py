@@ -27,10 +27,10 @@ from jaxunlearn.methods._base import (
 )
 
 BN_MODES = ("train", "eval")
-"""BatchNorm during RWFT's forget-only training. ``"train"``: batch statistics
-in the forward pass and running averages updated for the trainable groups;
-``"eval"``: running averages used and never updated. Either way the running
-averages of frozen groups stay frozen (a frozen group is frozen whole)."""
+"""BatchNorm of the trainable groups during RWFT's forget-only training.
+``"train"``: batch statistics in the forward pass and running averages
+updated; ``"eval"``: running averages used and never updated. Frozen groups
+are frozen whole either way: their BatchNorm layers run in eval mode."""
 from jaxunlearn.methods._common import batch_ce
 from jaxunlearn.types import ApplyFn
 
@@ -198,10 +198,9 @@ def rwft_2_o(
     ``trainable`` defaults to ``(intermediate_group(groups), "head")``, chosen
     from the model's parameter groups when the state is initialised (ResNet:
     ``layer3`` + ``head``; others: second-to-last stage + ``head``). Frozen
-    groups get exactly zero updates (``optax.multi_transform``) and keep their
-    BatchNorm running averages; ``bn`` (see :data:`BN_MODES`) sets the
-    BatchNorm mode of the forward pass and whether the trainable groups'
-    running averages move.
+    groups get exactly zero updates (``optax.multi_transform``) and run their
+    BatchNorm layers in eval mode (running averages, never updated); ``bn``
+    (see :data:`BN_MODES`) sets the BatchNorm mode of the trainable groups.
     """
     if trainable is None:
 

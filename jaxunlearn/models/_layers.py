@@ -91,12 +91,11 @@ def normalize(
     """
     channels = x.shape[-1]
     if kind == "batch":
-        return nn.BatchNorm(
-            use_running_average=not train,
-            momentum=BN_MOMENTUM,
-            epsilon=BN_EPSILON,
-            name=name,
-        )(x)
+        # the mode is a call argument (not a constructor one), so an
+        # interceptor can run a frozen group's BatchNorm in eval mode
+        return nn.BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(
+            x, use_running_average=not train
+        )
     if kind == "instance":
         return nn.GroupNorm(num_groups=channels, epsilon=GN_EPSILON, name=name)(x)
     if kind == "group":
