@@ -16,7 +16,8 @@ Variables = Mapping[str, PyTree]
 
 
 class ApplyFn(Protocol):
-    """``apply_fn(variables, x, *, train, key, return_features, mask) -> (out, new_variables)``.
+    """``apply_fn(variables, x, *, train, key, return_features, mask)``
+    ``-> (out, new_variables)``.
 
     ``mask`` (boolean ``[N]``) marks the real rows of a padded batch; in
     training mode BatchNorm statistics are computed over those rows only.

@@ -35,7 +35,8 @@ def _l1(p):
 def test_l1_sparse_shrinks_the_weights_more_than_finetune(digits_class_split, trained):
     _, apply_fn, v = trained
     norms = {}
-    for name, kw in (("finetune", {}), ("l1_sparse", {"alpha": 1e-3, "decay": "constant"})):
+    l1 = {"alpha": 1e-3, "decay": "constant"}
+    for name, kw in (("finetune", {}), ("l1_sparse", l1)):
         m = methods.get(name, apply_fn=apply_fn, learning_rate=0.05, **kw)
         r = train.unlearn(
             m, v, digits_class_split, epochs=3, batch_size=64, key=jax.random.key(0)
@@ -55,8 +56,10 @@ def test_l1_sparse_weight_decays_linearly_over_the_run(digits_class_split, train
     steps = 2 * data.num_batches(len(digits_class_split.retain["label"]), 256)
     assert float(r.state.extra["decay_steps"]) == steps
     per_epoch = steps // 2
-    expect = [np.mean([1 - t / steps for t in range(e * per_epoch, (e + 1) * per_epoch)])
-              for e in range(2)]
+    expect = [
+        np.mean([1 - t / steps for t in range(e * per_epoch, (e + 1) * per_epoch)])
+        for e in range(2)
+    ]
     got = [h["l1_scale"] for h in r.history]
     np.testing.assert_allclose(got, expect, rtol=1e-5)
     with pytest.raises(ValueError, match="num_steps"):

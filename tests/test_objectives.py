@@ -397,10 +397,80 @@ def test_frozen_groups_run_their_batchnorm_in_eval_mode(split, name):
     b = _batch(split)
     _, metrics = jax.jit(m.step)(m.init(v), b, jax.random.key(0))
     logits, _ = apply_fn(v, b["retain"]["image"], train=False)
-    ce = losses.masked_mean(losses.cross_entropy(logits, b["retain"]["label"]),
-                            b["retain"]["mask"])
+    ce = losses.masked_mean(
+        losses.cross_entropy(logits, b["retain"]["label"]), b["retain"]["mask"]
+    )
     np.testing.assert_allclose(float(metrics["retain_ce"]), float(ce), rtol=1e-5)
     if "batch_stats" in v:  # all groups trainable: train mode, a different loss
         full = methods.get("finetune", apply_fn=apply_fn)
         _, m2 = jax.jit(full.step)(full.init(v), b, jax.random.key(0))
         assert abs(float(m2["retain_ce"]) - float(ce)) > 1e-4
+
+
+def test_with_objective_takes_a_new_learning_rate(split):
+    _, apply_fn, v = _model("mlp", split)
+    ft = methods.get("finetune", apply_fn=apply_fn, learning_rate=0.01)
+    m = methods.with_objective(
+        ft, methods.objective_of(ft), hparams={"learning_rate": 0.5}
+    )
+    assert float(m.init(v).hparams["learning_rate"]) == pytest.approx(0.5)
+
+
+def test_l1_sparse_per_epoch_schedule(split):
+    """decay="linear_epoch": alpha * (1 - e / E), constant within an epoch."""
+    _, apply_fn, v = _model("mlp", split)
+    m = methods.get("l1_sparse", apply_fn=apply_fn, decay="linear_epoch")
+    r = train.unlearn(m, v, split, epochs=3, batch_size=512, key=jax.random.key(0))
+    got = [h["l1_scale"] for h in r.history]
+    np.testing.assert_allclose(got, [1.0, 2 / 3, 1 / 3], rtol=1e-6)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        m.init(v, num_steps=10)
+
+
+@pytest.mark.parametrize("decay_non_salient", [False, True])
+def test_salun_weight_decay_of_non_salient_weights(split, decay_non_salient):
+    """Paper: non-salient weights never move. Reference code
+    (decay_non_salient=True): only gradients are masked, so coupled weight
+    decay shrinks them."""
+    _, apply_fn, v = _model("mlp", split)
+    m = methods.get(
+        "salun",
+        apply_fn=apply_fn,
+        num_classes=10,
+        forget_set=split.forget,
+        threshold=0.2,
+        learning_rate=0.1,
+        weight_decay=0.1,
+        decay_non_salient=decay_non_salient,
+    )
+    state = m.init(v)
+    state, _ = jax.jit(m.step)(state, _batch(split), jax.random.key(0))
+    moved = []
+    for mask, a, b in zip(
+        jax.tree.leaves(state.extra["mask"]),
+        jax.tree.leaves(state.variables["params"]),
+        jax.tree.leaves(v["params"]),
+    ):
+        frozen = np.asarray(mask) == 0
+        moved.append(not np.array_equal(np.asarray(a)[frozen], np.asarray(b)[frozen]))
+    assert any(moved) == decay_non_salient
+
+
+def test_rwft_bn_eval_keeps_batch_stats_with_a_retain_term(split):
+    _, apply_fn, v = _model("cnn", split)
+    m = methods.get(
+        "rwft_o", apply_fn=apply_fn, forget_classes=3, bn="eval", retain_weight=0.5
+    )
+    state, _ = jax.jit(m.step)(m.init(v), _batch(split), jax.random.key(0))
+    assert _leaves_equal(state.variables["batch_stats"], v["batch_stats"])
+
+
+def test_missing_set_batch_size_defaults_to_the_driver_set(split):
+    from jaxunlearn.train._engine import _batch_sizes
+
+    sizes = {"retain": 100, "forget": 10, "unseen": 5}
+    assert _batch_sizes({"forget": 8, "retain": 128}, sizes, "forget") == {
+        "retain": 128,
+        "forget": 8,
+        "unseen": 8,
+    }

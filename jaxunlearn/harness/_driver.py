@@ -128,7 +128,8 @@ def driver_main(
         else:
             if args.config not in presets:
                 raise UsageError(
-                    f"--config must be one of {', '.join(presets)}, got {args.config!r}."
+                    f"--config must be one of {', '.join(presets)},"
+                    f" got {args.config!r}."
                 )
             cfg = get_config(args.config)
             for flag, field in int_overrides.items():

@@ -102,9 +102,14 @@ def kl_divergence(
 
 
 def masked_mean(values: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
-    """Mean of ``values`` over entries where ``mask`` is True (0 if none)."""
+    """Mean of ``values`` over entries where ``mask`` is True (0 if none).
+
+    Masked entries are selected away (``jnp.where``), not multiplied by 0, so
+    a non-finite value in a masked slot cannot leak in as NaN.
+    """
     values = jnp.asarray(values)
     if mask is None:
         return jnp.mean(values)
-    mask = jnp.asarray(mask, values.dtype)
-    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    mask = jnp.asarray(mask, bool)
+    total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
+    return total / jnp.maximum(jnp.sum(mask).astype(values.dtype), 1.0)

@@ -273,8 +273,8 @@ def freeze_except(
 
 def _frozen_norms_in_eval_mode(frozen: frozenset):
     """An interceptor running every BatchNorm inside a frozen group in eval
-    mode: a frozen group is a fixed function (its running averages normalise,
-    and nothing updates them), whatever mode the trainable groups run in."""
+    mode (its running averages normalise, and nothing updates them), whatever
+    mode the trainable groups run in. Dropout is not affected."""
 
     def intercept(next_fun, args, kwargs, context):
         mod = context.module
@@ -305,7 +305,8 @@ Objective = Callable[
     [PyTree, Batch, jax.Array, Mapping[str, jax.Array], PyTree, jax.Array],
     tuple[jax.Array, tuple[PyTree, Metrics]],
 ]
-"""``objective(variables, batch, key, hparams, extra, step) -> (loss, (variables, metrics))``.
+"""``objective(variables, batch, key, hparams, extra, step)``
+``-> (loss, (variables, metrics))``.
 
 ``step`` is the int32 step counter (schedules such as l1 decay or DLFD's
 weight ramp read it). The returned variables carry updated non-parameter
@@ -332,6 +333,7 @@ class GradientSpec:
     learning_rate: float | None = None
     trainable: Trainable = None
     update_mask: Callable[[UnlearnState], PyTree] | None = None
+    mask_updates: bool = True
     reinit: Callable[[jax.Array], PyTree] | None = None
     make_extra: Callable[[PyTree], PyTree] | None = None
     prepare: Callable[[PyTree], PyTree] | None = None
@@ -382,9 +384,9 @@ def with_objective(
     if spec is None:
         raise ValueError("`method` is not a gradient method: it has no objective.")
     merged = {**(spec.hparams or {}), **(hparams or {})}
-    if spec.learning_rate is not None:
-        merged.pop("learning_rate", None)
     fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    if spec.learning_rate is not None and "learning_rate" in merged:
+        fields["learning_rate"] = merged.pop("learning_rate")
     fields.update(objective=objective, hparams=merged)
     if driver is not None:
         fields["driver"] = driver
@@ -400,6 +402,7 @@ def gradient_method(
     learning_rate: float | None = None,
     trainable: Trainable = None,
     update_mask: Callable[[UnlearnState], PyTree] | None = None,
+    mask_updates: bool = True,
     reinit: Callable[[jax.Array], PyTree] | None = None,
     make_extra: Callable[[PyTree], PyTree] | None = None,
     prepare: Callable[[PyTree], PyTree] | None = None,
@@ -421,8 +424,10 @@ def gradient_method(
         updates, and their BatchNorm layers run in eval mode (running
         averages normalise and are never updated).
       update_mask: hook ``update_mask(state) -> pytree`` of multipliers applied
-        to the gradients and to the final updates (e.g. SalUn's saliency
-        mask: masked weights never move, not even by weight decay).
+        to the gradients and (with ``mask_updates``, default) to the final
+        updates too, so masked weights never move, not even by weight decay
+        (SalUn's text); ``mask_updates=False`` masks the gradients only, so
+        coupled weight decay still shrinks masked weights (SalUn's code).
       reinit: if given, ``init`` ignores the incoming variables and starts from
         ``reinit(key)`` (used by ``retrain``).
       make_extra: builds ``state.extra`` from the incoming variables.
@@ -451,6 +456,7 @@ def gradient_method(
         learning_rate=learning_rate,
         trainable=trainable,
         update_mask=update_mask,
+        mask_updates=mask_updates,
         reinit=reinit,
         make_extra=make_extra,
         prepare=prepare,
@@ -510,7 +516,7 @@ def gradient_method(
         if learning_rate is not None:
             lr = state.hparams["learning_rate"]
             updates = jax.tree.map(lambda u: (u * lr).astype(u.dtype), updates)
-        if mask is not None:
+        if mask is not None and mask_updates:
             updates = jax.tree.map(jnp.multiply, updates, mask)
         new_params = optax.apply_updates(params, updates)
         variables = _freeze_stats(state.variables, new_vars, params, trainable)

@@ -37,9 +37,10 @@ def random_forget_labels(key, part, num_classes: int, mode: str, extra):
 
     ``"per_step"``: fresh labels every step, never the true one.
     ``"per_example"``: one label per forget example, drawn once for the whole
-    run from all ``num_classes`` classes (possibly the true one), as the
-    reference codes do (``randint(0, C)`` when the data set is built); the
-    draw is ``randint(fold_in(extra["label_key"], index))`` of the example's
+    run from all ``num_classes`` classes (possibly the true one), with the
+    reference codes' ``randint(0, C)`` (SalUn's code redraws such labels at
+    every epoch; here they stay fixed for the run); the draw is
+    ``randint(fold_in(extra["label_key"], index))`` of the example's
     index in the forget set, so it needs no table and is the same every epoch.
     """
     if mode == "per_step":
@@ -274,8 +275,8 @@ def random_label(
     ``w = state.hparams["retain_weight"]``. ``labels="per_step"`` (default)
     draws fresh wrong labels (never the true one) every step;
     ``labels="per_example"`` draws one label per forget example for the whole
-    run from all classes (the reference codes' ``randint(0, C)``), seeded by
-    ``label_seed``.
+    run from all classes (the reference codes' ``randint(0, C)``; SalUn's code
+    redraws them each epoch), seeded by ``label_seed``.
     An epoch runs over the retain set with forget batches cycled alongside, so
     the model trains on the relabelled forget set together with the retain set
     (as SalUn's RL does with their union).

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from jaxunlearn import losses
 
 
-def batch_ce(apply_fn, variables, part, key, labels=None):
+def batch_ce(apply_fn, variables, part, key, labels=None, train=True):
     """Masked mean cross-entropy of one batch in training mode.
 
     Args:
@@ -17,12 +17,14 @@ def batch_ce(apply_fn, variables, part, key, labels=None):
       (``part["mask"]`` also reaches every BatchNorm layer: padded slots
       never enter the batch statistics.)
       labels: optional labels replacing ``part["label"]``.
+      train: run the model in training mode (False: BatchNorm uses and keeps
+        its running averages, dropout off).
 
     Returns:
       ``(loss, new_variables, accuracy)``; accuracy is w.r.t. ``part["label"]``.
     """
     logits, variables = apply_fn(
-        variables, part["image"], train=True, key=key, mask=part["mask"]
+        variables, part["image"], train=train, key=key, mask=part["mask"]
     )
     y = part["label"] if labels is None else labels
     loss = losses.masked_mean(losses.cross_entropy(logits, y), part["mask"])

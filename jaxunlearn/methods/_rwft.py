@@ -25,14 +25,14 @@ from jaxunlearn.methods._base import (
     register,
     sgd_tx,
 )
+from jaxunlearn.methods._common import batch_ce
+from jaxunlearn.types import ApplyFn
 
 BN_MODES = ("train", "eval")
 """BatchNorm of the trainable groups during RWFT's forget-only training.
 ``"train"``: batch statistics in the forward pass and running averages
 updated; ``"eval"``: running averages used and never updated. Frozen groups
 are frozen whole either way: their BatchNorm layers run in eval mode."""
-from jaxunlearn.methods._common import batch_ce
-from jaxunlearn.types import ApplyFn
 
 
 def intermediate_group(groups: Sequence[str]) -> str:
@@ -54,7 +54,8 @@ def intermediate_group(groups: Sequence[str]) -> str:
 def middle_group(groups: Sequence[str]) -> str:
     """Where RW-A inserts its middle adapter: after this top-level stage.
 
-    ResNet: ``layer2`` (the "middle residual stage"). Other models: the middle ``block`` (CNN / ConvNet-3: ``block2``,
+    ResNet: ``layer2`` (the "middle residual stage"). Other models: the middle
+    ``block`` (CNN / ConvNet-3: ``block2``,
     VGG: ``block3``, a 2-block MLP: ``block1``).
     """
     groups = sorted(groups)
@@ -105,7 +106,11 @@ def _rwft(
         metrics = {"rw_ce": loss}
         if use_retain:
             ce_r, variables, acc_r = batch_ce(
-                apply_fn, variables, batch["retain"], jax.random.fold_in(key, 1)
+                apply_fn,
+                variables,
+                batch["retain"],
+                jax.random.fold_in(key, 1),
+                train=train_mode,
             )
             loss = loss + hparams["retain_weight"] * ce_r
             metrics.update(retain_ce=ce_r, retain_acc=acc_r)
@@ -153,7 +158,7 @@ def rwft_o(
       strategy: ``"proportional"`` (Eq. 3) or ``"max"`` (Eqs. 5-6).
       retain_weight: weight of an optional retain cross-entropy term (0 = off,
         the paper's setting), in [0, 1].
-      bn: ``"train"`` (default; PyTorch's ``model.train()``) or ``"eval"``,
+      bn: ``"train"`` (default) or ``"eval"`` for the trainable groups,
         see :data:`BN_MODES`. The paper does not say.
 
     Examples:

@@ -1,6 +1,7 @@
 """Baselines of the RWFT tables: l1-sparse, SalUn and Boundary Shrink (BU).
 
-Defaults follow the papers' public code (Unlearn-Sparse / Unlearn-Saliency); drivers set learning rates and epochs.
+Defaults follow the papers' public code (Unlearn-Sparse / Unlearn-Saliency); drivers set
+learning rates and epochs.
 """
 
 import dataclasses
@@ -28,6 +29,9 @@ def _l1(params) -> jax.Array:
     return sum(jnp.sum(jnp.abs(p)) for p in jax.tree.leaves(params))
 
 
+L1_DECAYS = ("linear", "linear_epoch", "constant")
+
+
 @register("l1_sparse")
 def l1_sparse(
     apply_fn: ApplyFn,
@@ -42,19 +46,22 @@ def l1_sparse(
 ) -> Method:
     """l1-sparse unlearning: retain cross-entropy plus ``alpha_t * ||theta||_1``.
 
-    ``decay="linear"`` (default, Jia et al.'s schedule):
-    ``alpha_t = alpha * max(0, 1 - t / T)`` with ``T = decay_steps``, by default
-    the length of the run (``train.unlearn`` passes ``num_steps`` to ``init``;
-    calling ``init`` yourself, pass ``num_steps=`` or give ``decay_steps``).
-    ``decay="constant"`` keeps ``alpha``. ``alpha`` is
+    ``decay="linear"`` (default; Jia et al.'s linear decay to 0 over the run,
+    per step): ``alpha_t = alpha * max(0, 1 - t / T)`` with ``T =
+    decay_steps``, by default the length of the run (``train.unlearn`` passes
+    ``num_steps`` to ``init``; calling ``init`` yourself, pass ``num_steps=``
+    or give ``decay_steps``). ``decay="linear_epoch"``: the reference code's
+    per-epoch form ``alpha * (1 - e / E)``, constant within epoch ``e`` of
+    ``E`` (needs ``num_steps`` and ``steps_per_epoch``, which
+    ``train.unlearn`` passes). ``decay="constant"`` keeps ``alpha``. ``alpha`` is
     ``state.hparams["alpha"]`` and can be swept with vmap.
 
     References:
       Jia et al., "Model Sparsity Can Simplify Machine Unlearning" (NeurIPS
       2023); R18 defaults alpha 1e-4, lr 1e-2.
     """
-    if decay not in ("linear", "constant"):
-        raise ValueError(f"`decay` must be 'linear' or 'constant', got {decay!r}.")
+    if decay not in L1_DECAYS:
+        raise ValueError(f"`decay` must be one of {L1_DECAYS}, got {decay!r}.")
     if decay_steps is not None and (
         isinstance(decay_steps, bool)
         or not isinstance(decay_steps, int)
@@ -70,6 +77,9 @@ def l1_sparse(
             scale = jnp.maximum(
                 0.0, 1.0 - step.astype(jnp.float32) / extra["decay_steps"]
             )
+        elif decay == "linear_epoch":
+            epoch = (step // extra["steps_per_epoch"]).astype(jnp.float32)
+            scale = jnp.maximum(0.0, 1.0 - epoch / extra["epochs"])
         reg = _l1(variables["params"])
         loss = ce + hparams["alpha"] * scale * reg
         metrics = {
@@ -80,9 +90,22 @@ def l1_sparse(
         }
         return loss, (variables, metrics)
 
-    def init_hook(state, *, num_steps=None, **context):
-        if decay != "linear":
+    def init_hook(state, *, num_steps=None, steps_per_epoch=None, **context):
+        if decay == "constant":
             return state
+        if decay == "linear_epoch":
+            if num_steps is None or steps_per_epoch is None:
+                raise ValueError(
+                    "l1_sparse decay='linear_epoch' needs num_steps= and "
+                    "steps_per_epoch= at init (train.unlearn passes both)."
+                )
+            per = max(int(steps_per_epoch), 1)
+            extra = {
+                **state.extra,
+                "steps_per_epoch": jnp.asarray(per, jnp.int32),
+                "epochs": jnp.asarray(max(int(num_steps) // per, 1), jnp.float32),
+            }
+            return dataclasses.replace(state, extra=extra)
         steps = decay_steps if decay_steps is not None else num_steps
         if steps is None:
             raise ValueError(
@@ -160,6 +183,7 @@ def salun(
     retain_weight: float = 1.0,
     labels: str = "per_step",
     label_seed: int = 0,
+    decay_non_salient: bool = False,
 ) -> Method:
     """SalUn: random-label unlearning restricted to salient weights.
 
@@ -168,9 +192,13 @@ def salun(
     every step then applies the random-label loss (forget relabelled at random
     plus retain CE; ``labels`` as in ``random_label``: fresh wrong labels per
     step by default, or one label per example for the run with
-    ``labels="per_example"``, the reference codes' choice) and the mask is the
+    ``labels="per_example"``, labels over all classes as the reference codes
+    draw them) and the mask is the
     method's update-mask hook: gradients and updates (weight decay included)
-    are multiplied by it, so non-salient weights never move.
+    are multiplied by it, so non-salient weights never move (the paper's
+    ``theta_u = m * (theta_o + delta) + (1 - m) * theta_o``).
+    ``decay_non_salient=True`` masks the gradients only, as the reference code
+    does with PyTorch's coupled weight decay: non-salient weights then shrink.
 
     References:
       Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based
@@ -191,6 +219,7 @@ def salun(
         learning_rate=lr,
         hparams={"retain_weight": retain_weight},
         update_mask=lambda state: state.extra["mask"],
+        mask_updates=not decay_non_salient,
         make_extra=lambda v: {
             "mask": saliency_mask(apply_fn, v, forget_set, threshold=threshold),
             **label_key_extra(labels, label_seed),

@@ -6,7 +6,8 @@ scaled projection ``M = U diag(alpha r / ((alpha - 1) r + 1)) U^T`` is formed
 (``r_i = S_i^2 / sum S^2``), and the layer's weights are projected on their
 input side with ``P = I - (M_f - M_f M_r)``: directions used by the forget class
 but not by the retained ones are removed. Layers are projected on both sides
-(input patches and outputs), the classifier on its input side only. No gradient step is taken; the
+(input patches and outputs), the classifier on its input side only. No gradient step is
+taken; the
 method's ``init`` does all the work and ``step`` leaves the state unchanged.
 
 References:
@@ -133,7 +134,10 @@ def svd_unlearn(
     (``kernel <- P_pre @ kernel @ P_post`` in Flax's ``[in, out]``), with
     ``P_pre`` from the layer's input activations (conv patches) and ``P_post``
     from its outputs; a bias becomes ``b @ P_post``. The classifier is
-    projected on its input side only, as in Kodge et al.'s code.
+    projected on its input side only. This is the first release of Kodge
+    et al.'s code; its later versions project the input side of every layer
+    only (``output_side=False``, which also projects the classifier's input
+    side and leaves biases alone).
 
     Args:
       apply_fn: ``models.make_apply_fn(model)``.

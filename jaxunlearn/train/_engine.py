@@ -138,7 +138,9 @@ ENGINE_VERSION = 2
 older code is ever reused."""
 
 
-def _batch_sizes(batch_size, sizes: Mapping[str, int]) -> dict[str, int]:
+def _batch_sizes(
+    batch_size, sizes: Mapping[str, int], driver: str | None = None
+) -> dict[str, int]:
     """``{set: batch size}`` from an int or a partial mapping (validated)."""
 
     def check(name, bs):
@@ -156,7 +158,8 @@ def _batch_sizes(batch_size, sizes: Mapping[str, int]) -> dict[str, int]:
                 f" ({sorted(sizes)})."
             )
         out = {k: check(k, v) for k, v in batch_size.items()}
-        default = out.get("retain") or next(iter(out.values()), None)
+        default = out.get(driver) if driver is not None else None
+        default = default or out.get("retain") or next(iter(out.values()), None)
         if default is None:
             raise ValueError("`batch_size` mapping is empty.")
         return {name: out.get(name, default) for name in sizes}
@@ -221,7 +224,7 @@ class EpochRunner:
         for name, n in sizes.items():
             if n < 1:
                 raise ValueError(f"the {name!r} set is empty.")
-        self.batch_sizes = _batch_sizes(batch_size, sizes)
+        self.batch_sizes = _batch_sizes(batch_size, sizes, method.driver)
         if mesh is not None and "data" in mesh.shape:
             for name, bs in self.batch_sizes.items():
                 if bs % mesh.shape["data"]:

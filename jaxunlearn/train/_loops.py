@@ -58,7 +58,7 @@ def unlearn(
     data: Any,
     *,
     epochs: int,
-    batch_size: int,
+    batch_size: int | Mapping[str, int],
     key: jax.Array,
     mesh: Mesh | None = None,
     hparams: Mapping[str, float] | None = None,
@@ -75,7 +75,8 @@ def unlearn(
       data: an ``UnlearningData`` (retain and forget sets are used) or a mapping
         ``{"retain": {"image", "label"}, ...}`` of numpy arrays.
       epochs: number of passes over the method's driver set.
-      batch_size: batch size for every set.
+      batch_size: batch size for every set, or ``{set: batch size}`` (a set
+        left out uses the driver set's).
       key: PRNG key; init, shuffling and step randomness are split from it.
       mesh: optional ``"data"`` mesh for data parallelism.
       hparams: overrides of the method's sweepable hyperparameters.
@@ -119,7 +120,7 @@ def unlearn(
     subset = _include_mask(include, sizes, method.driver)
     steps = None
     if subset is not None:
-        bs = _batch_sizes(batch_size, sizes)[method.driver]
+        bs = _batch_sizes(batch_size, sizes, method.driver)[method.driver]
         steps = data_lib.num_batches(int(subset.sum()), bs)
     runner = EpochRunner(method, sizes, batch_size, mesh, driver_steps=steps)
     if subset is not None:
@@ -130,6 +131,7 @@ def unlearn(
         key=jax.random.fold_in(key, 0),
         hparams=hparams,
         num_steps=epochs * runner.num_steps,
+        steps_per_epoch=runner.num_steps,
     )
     # The epoch donates its state: copy so the caller's arrays stay alive.
     state = runner.place(jax.tree.map(lambda x: jnp.array(x, copy=True), state))
@@ -264,7 +266,9 @@ def unlearn_replicas(
     init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
     total = epochs * runner.num_steps
     states = jax.vmap(
-        lambda v, k, h: method.init(v, key=k, hparams=h, num_steps=total),
+        lambda v, k, h: method.init(
+            v, key=k, hparams=h, num_steps=total, steps_per_epoch=runner.num_steps
+        ),
         in_axes=(0, 0, None if hp is None else 0),
     )(variables, init_keys, hp)
     states = runner.place_replicas(
