@@ -63,7 +63,9 @@ def lr_maha(x, mu1, mu2, precision, *, squared: bool = False):
     >>> import jax.numpy as jnp
     >>> x = jnp.array([[3.0, 0.0]]); eye = jnp.eye(2)
     >>> mu1, mu2 = jnp.array([1.0, 0.0]), jnp.zeros(2)
-    >>> float(lr_maha(x, mu1, mu2, eye)), float(lr_maha(x, mu1, mu2, eye, squared=True))
+    >>> d = lr_maha(x, mu1, mu2, eye)
+    >>> d2 = lr_maha(x, mu1, mu2, eye, squared=True)
+    >>> float(d[0]), float(d2[0])
     (1.0, 5.0)
     """
     d2 = _maha_sq(x, mu2, precision)
