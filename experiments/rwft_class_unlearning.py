@@ -1105,9 +1105,9 @@ def _report(cfg, parts, claims, plots, wall) -> list[str]:
             f"## BatchNorm ablation (forget classes {bn['classes']}: largest mean"
             f" ACC_r drop of {bn['ranked_by']})",
             "",
-            'bn="train" updates the trainable groups\' BatchNorm statistics during'
-            ' unlearning (PyTorch `model.train()`, the default); bn="eval" keeps'
-            " them at the original model's values. Same seeds, classes and keys;"
+            'bn="train" (the default) updates the trainable groups\' BatchNorm'
+            ' statistics during unlearning; bn="eval" keeps them at the original'
+            " model's values (frozen groups run in eval mode either way). Same seeds, classes and keys;"
             " the last column pairs each eval run with its train run.",
             "",
             bn_text,
