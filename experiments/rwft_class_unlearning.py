@@ -1108,7 +1108,8 @@ def _report(cfg, parts, claims, plots, wall) -> list[str]:
             'bn="train" (the default) updates the trainable groups\' BatchNorm'
             ' statistics during unlearning; bn="eval" keeps them at the original'
             " model's values (frozen groups run in eval mode either way). Same"
-            " seeds, classes and keys; the last column pairs each eval run with its train run.",
+            " seeds, classes and keys; the last column pairs each eval run with"
+            " its train run.",
             "",
             bn_text,
         ]
