@@ -155,6 +155,12 @@ def _library_check(option: str, fn, *args, **kwargs):
 
 
 def validate_args(args: argparse.Namespace) -> tuple[CompareConfig, str | None]:
+    """``(config, cache_dir)`` of a checked ``compare`` command line."""
+    cfg, cache_dir, _ = _validate(args)
+    return cfg, cache_dir
+
+
+def _validate(args: argparse.Namespace):
     """Checks a parsed ``compare`` command line before anything trains.
 
     Resolves ``--methods``, ``--metrics`` and ``--method-config``, checks the
@@ -353,7 +359,7 @@ def validate_args(args: argparse.Namespace) -> tuple[CompareConfig, str | None]:
             retain_set=split.retain,
             **recipe,
         )
-    return cfg, cache_dir
+    return cfg, cache_dir, ds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -508,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, or a one-line parse error
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
-        cfg, cache_dir = validate_args(args)
+        cfg, cache_dir, ds = _validate(args)
     except UsageError as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -519,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=cache_dir,
         progress=not args.no_progress,
         plots=not args.no_plots,
+        dataset=ds,
     )
     print(results["table"])
     print(

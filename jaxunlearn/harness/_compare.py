@@ -403,8 +403,13 @@ def compare(
     cache_dir: str | None,
     progress: bool = True,
     plots: bool = True,
+    dataset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Runs the main job and writes its outputs; returns the results dict."""
+    """Runs the main job and writes its outputs; returns the results dict.
+
+    ``dataset``: ``cfg.dataset`` already loaded (the command line's pre-flight
+    check loads it once), else it is loaded here.
+    """
     unknown = [m for m in cfg.methods if m not in methods.names()]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; valid names: {methods.names()}.")
@@ -414,7 +419,9 @@ def compare(
     if not cfg.seeds:
         raise ValueError("seeds must name at least one seed.")
     run = RunDir(workdir, cfg)
-    ds = data.load(cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize)
+    ds = dataset
+    if ds is None:
+        ds = data.load(cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize)
 
     per_seed, manifests = [], []
     for j, seed in enumerate(cfg.seeds):

@@ -287,20 +287,6 @@ def _frozen_norms_in_eval_mode(frozen: frozenset):
     return intercept
 
 
-def _freeze_stats(old, new, params, trainable: Trainable):
-    """Non-parameter collections (BatchNorm running averages) of frozen groups
-    keep their old values: a frozen group is frozen whole."""
-    if trainable is None:
-        return new
-    groups = set(_trainable_groups(trainable, params))
-    out = dict(new)
-    for col, tree in new.items():
-        if col == "params" or not isinstance(tree, Mapping) or col not in old:
-            continue
-        out[col] = {g: (sub if g in groups else old[col][g]) for g, sub in tree.items()}
-    return out
-
-
 Objective = Callable[
     [PyTree, Batch, jax.Array, Mapping[str, jax.Array], PyTree, jax.Array],
     tuple[jax.Array, tuple[PyTree, Metrics]],
@@ -519,8 +505,7 @@ def gradient_method(
         if mask is not None and mask_updates:
             updates = jax.tree.map(jnp.multiply, updates, mask)
         new_params = optax.apply_updates(params, updates)
-        variables = _freeze_stats(state.variables, new_vars, params, trainable)
-        variables = {**variables, "params": new_params}
+        variables = {**new_vars, "params": new_params}
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
         new_state = dataclasses.replace(
             state, step=state.step + 1, variables=variables, opt_state=opt_state
