@@ -357,6 +357,7 @@ def _validate(args: argparse.Namespace):
             example_input=example,
             forget_set=split.forget,
             retain_set=split.retain,
+            val_set=split.val,
             **recipe,
         )
     return cfg, cache_dir, ds

@@ -36,6 +36,7 @@ def _make(name, apply_fn, model, example, split, **kw):
         example_input=example,
         forget_set=split.forget,
         retain_set=split.retain,
+        val_set=split.val,
         **kw,
     )
 

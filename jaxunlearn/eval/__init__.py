@@ -28,6 +28,7 @@ from jaxunlearn.eval._metrics import (
     utv,
 )
 from jaxunlearn.eval._mia import mia_logreg
+from jaxunlearn.eval._mia_jax import loss_mia_accuracy
 from jaxunlearn.eval._plots import (
     confusion_matrix,
     plot_confusion,
@@ -56,6 +57,7 @@ __all__ = [
     "evaluate",
     "forgetting_score",
     "lira",
+    "loss_mia_accuracy",
     "logit_confidence",
     "logit_confidence_from_probs",
     "mean_std",
