@@ -40,6 +40,11 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
     "salun": {"learning_rate": 0.01, "epochs": 2},
     "boundary_shrink": {"learning_rate": 1e-3, "epochs": 10},
     "svd": {"epochs": 1},  # one-shot: the projection happens in init
+    # CF-k (head only) forgets by drift alone, so it needs a large rate.
+    "cf_k": {"learning_rate": 0.5, "epochs": 5, "k": 1},
+    "eu_k": {"learning_rate": 0.05, "epochs": 3, "k": 1},
+    # DLFD code: Adam 1e-3; impair the first third of the run, then repair.
+    "unsir": {"learning_rate": 1e-3, "epochs": 3},
 }
 
 DEFAULT_METRICS = (

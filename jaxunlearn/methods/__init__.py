@@ -37,6 +37,13 @@ from jaxunlearn.methods._baselines import (
     random_label,
     retrain,
 )
+from jaxunlearn.methods._instance_baselines import (
+    cf_k,
+    error_maximising_noise,
+    eu_k,
+    stage_order,
+    unsir,
+)
 from jaxunlearn.methods._rwft import (
     intermediate_group,
     middle_group,
@@ -53,6 +60,11 @@ from jaxunlearn.methods._sparse_salun_bu import (
 from jaxunlearn.methods._svd import scaled_projection, svd, svd_unlearn
 
 __all__ = [
+    "cf_k",
+    "error_maximising_noise",
+    "eu_k",
+    "stage_order",
+    "unsir",
     "DRIVERS",
     "GradientSpec",
     "LossFn",
