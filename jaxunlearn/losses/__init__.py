@@ -9,6 +9,7 @@ from jaxunlearn.losses._classification import (
     masked_mean,
     soft_cross_entropy,
 )
+from jaxunlearn.losses._ot import sinkhorn_cost
 from jaxunlearn.losses._reweight import STRATEGIES, reweighted_targets
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "kl_divergence",
     "masked_mean",
     "reweighted_targets",
+    "sinkhorn_cost",
     "soft_cross_entropy",
 ]
