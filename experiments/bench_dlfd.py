@@ -1,0 +1,166 @@
+"""DLFD speed: one DLFD step against one fine-tune step, and Sinkhorn scaling.
+
+Usage::
+
+    python experiments/bench_dlfd.py --out experiments/results/bench_dlfd_cpu.json
+    python experiments/bench_dlfd.py --smoke --out /tmp/b.json
+
+1. ``step``: the same batch (retain + forget, BatchNorm CNN on 28x28 images)
+   through ``dlfd`` (M perturbation steps, dynamic forgetting off, so every
+   batch is perturbed; and with the monitor on) and through ``finetune``.
+   Target: a DLFD step costs at most ``M + 2`` fine-tune steps (M extra
+   forward / backward passes plus the forget features and the model step).
+2. ``sinkhorn``: ``losses.sinkhorn_cost`` value and gradient for point clouds
+   of n = 32 .. 1024 points and widths d = 32 .. 512 (cosine cost, epsilon
+   0.01, 50 iterations).
+
+Compile time is reported separately from the steady-state run time (median
+of repeated calls, each synchronised with ``block_until_ready``).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn import cache, losses, methods, models
+
+
+def _time(fn, *args, repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        runs.append(time.perf_counter() - t)
+    run = statistics.median(runs)
+    return {"compile_s": max(first - run, 0.0), "first_call_s": first, "run_s": run}
+
+
+def _batch(rng, n, hw, num_classes):
+    def part():
+        return {
+            "image": jnp.asarray(rng.random((n, hw, hw, 1), np.float32)),
+            "label": jnp.asarray(rng.integers(0, num_classes, n).astype(np.int32)),
+            "mask": jnp.ones(n, bool),
+        }
+
+    return {"retain": part(), "forget": part()}
+
+
+def bench_step(*, batch_size, hw, widths, perturb_steps, repeats, monitor_size):
+    rng = np.random.default_rng(0)
+    model = models.get_model("cnn", 10, widths=widths)
+    apply_fn = models.make_apply_fn(model)
+    batch = _batch(rng, batch_size, hw, 10)
+    v = models.init(model, jax.random.key(0), batch["retain"]["image"][:1])
+    val = {
+        "image": rng.random((monitor_size, hw, hw, 1), np.float32),
+        "label": rng.integers(0, 10, monitor_size).astype(np.int32),
+    }
+    out = {}
+    cases = {
+        "finetune": methods.get("finetune", apply_fn=apply_fn, learning_rate=0.01),
+        "dlfd": methods.get(
+            "dlfd", apply_fn=apply_fn, perturb_steps=perturb_steps, dynamic=False
+        ),
+        "dlfd_with_monitor": methods.get(
+            "dlfd",
+            apply_fn=apply_fn,
+            perturb_steps=perturb_steps,
+            forget_set=val,
+            val_set=val,
+            threshold=0.0,
+            monitor_size=monitor_size,
+        ),
+    }
+    for name, m in cases.items():
+        st = m.init(v, key=jax.random.key(1), num_steps=100)
+        step = jax.jit(m.step)
+        out[name] = _time(step, st, batch, jax.random.key(2), repeats=repeats)
+    ratio = out["dlfd"]["run_s"] / out["finetune"]["run_s"]
+    return {
+        "batch_size": batch_size,
+        "image": [hw, hw, 1],
+        "cnn_widths": list(widths),
+        "perturb_steps": perturb_steps,
+        "monitor_size": monitor_size,
+        **out,
+        "dlfd_over_finetune": ratio,
+        "monitor_overhead": out["dlfd_with_monitor"]["run_s"] / out["dlfd"]["run_s"],
+        "target_ratio": perturb_steps + 2,
+        "meets_target": ratio <= perturb_steps + 2,
+    }
+
+
+def bench_sinkhorn(*, sizes, widths, repeats):
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in sizes:
+        for d in widths:
+            x = jnp.asarray(rng.normal(size=(n, d)).astype(np.float32))
+            y = jnp.asarray(rng.normal(size=(n, d)).astype(np.float32))
+            value = jax.jit(lambda a, b: losses.sinkhorn_cost(a, b)[0])
+            grad = jax.jit(jax.grad(lambda a, b: losses.sinkhorn_cost(a, b)[0]))
+            rows.append(
+                {
+                    "n": n,
+                    "d": d,
+                    "value": _time(value, x, y, repeats=repeats),
+                    "grad": _time(grad, x, y, repeats=repeats),
+                }
+            )
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="experiments/results/bench_dlfd_cpu.json")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        step = bench_step(
+            batch_size=8, hw=8, widths=(4,), perturb_steps=2, repeats=2,
+            monitor_size=16,
+        )
+        sink = bench_sinkhorn(sizes=(8, 16), widths=(4,), repeats=2)
+    else:
+        step = bench_step(
+            batch_size=32, hw=28, widths=(32, 64, 128), perturb_steps=15,
+            repeats=5, monitor_size=256,
+        )
+        sink = bench_sinkhorn(
+            sizes=(32, 64, 128, 256, 512, 1024), widths=(32, 128, 512), repeats=5
+        )
+    res = {
+        "benchmark": "bench_dlfd",
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "versions": cache.versions(),
+        "step": step,
+        "sinkhorn": sink,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    cache.atomic_write_json(args.out, res)
+    print(json.dumps(step, indent=1))
+    for r in sink:
+        print(
+            f"sinkhorn n={r['n']:5d} d={r['d']:4d}: value {1e3 * r['value']['run_s']:.2f}"
+            f" ms, grad {1e3 * r['grad']['run_s']:.2f} ms (compile"
+            f" {r['grad']['compile_s']:.2f} s)"
+        )
+    return res
+
+
+if __name__ == "__main__":
+    main()
