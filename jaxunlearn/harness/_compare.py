@@ -45,6 +45,10 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
     "eu_k": {"learning_rate": 0.05, "epochs": 3, "k": 1},
     # DLFD code: Adam 1e-3; impair the first third of the run, then repair.
     "unsir": {"learning_rate": 1e-3, "epochs": 3},
+    # Bad Teacher paper: Adam lr 1e-4 (our epoch is a full retain pass).
+    "bad_teacher": {"learning_rate": 1e-4, "epochs": 3},
+    # SCRUB: 2 max-phase epochs; lr 1e-3 (the paper's 5e-4 is too slow here).
+    "scrub": {"learning_rate": 1e-3, "epochs": 5, "msteps": 2},
 }
 
 DEFAULT_METRICS = (
@@ -262,6 +266,7 @@ def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
             example_input=split.retain["image"][:1],
             forget_set=split.forget,
             retain_set=split.retain,
+            val_set=split.val,
             **recipe,
         )
 

@@ -37,6 +37,7 @@ from jaxunlearn.methods._baselines import (
     random_label,
     retrain,
 )
+from jaxunlearn.methods._dlfd import DLFD_REFERENCE_CODE, dlfd, dlfd_selected
 from jaxunlearn.methods._instance_baselines import (
     cf_k,
     error_maximising_noise,
@@ -58,6 +59,7 @@ from jaxunlearn.methods._sparse_salun_bu import (
     salun,
 )
 from jaxunlearn.methods._svd import scaled_projection, svd, svd_unlearn
+from jaxunlearn.methods._teachers import adam_tx, bad_teacher, scrub
 
 __all__ = [
     "cf_k",
@@ -65,6 +67,12 @@ __all__ = [
     "eu_k",
     "stage_order",
     "unsir",
+    "adam_tx",
+    "bad_teacher",
+    "scrub",
+    "DLFD_REFERENCE_CODE",
+    "dlfd",
+    "dlfd_selected",
     "DRIVERS",
     "GradientSpec",
     "LossFn",
