@@ -180,6 +180,7 @@ def get_config(name: str = "cpu") -> Config:
                 "learning_rate": 0.008,
                 "perturb_steps": 2,
                 "step_size": 0.01,
+                "sinkhorn_iterations": 5,
                 "monitor_size": 32,
                 "track_ot_grad": True,
             },
