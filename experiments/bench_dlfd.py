@@ -128,14 +128,22 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.smoke:
         step = bench_step(
-            batch_size=8, hw=8, widths=(4,), perturb_steps=2, repeats=2,
+            batch_size=8,
+            hw=8,
+            widths=(4,),
+            perturb_steps=2,
+            repeats=2,
             monitor_size=16,
         )
         sink = bench_sinkhorn(sizes=(8, 16), widths=(4,), repeats=2)
     else:
         step = bench_step(
-            batch_size=32, hw=28, widths=(32, 64, 128), perturb_steps=15,
-            repeats=5, monitor_size=256,
+            batch_size=32,
+            hw=28,
+            widths=(32, 64, 128),
+            perturb_steps=15,
+            repeats=5,
+            monitor_size=256,
         )
         sink = bench_sinkhorn(
             sizes=(32, 64, 128, 256, 512, 1024), widths=(32, 128, 512), repeats=5
@@ -155,7 +163,8 @@ def main(argv=None):
     print(json.dumps(step, indent=1))
     for r in sink:
         print(
-            f"sinkhorn n={r['n']:5d} d={r['d']:4d}: value {1e3 * r['value']['run_s']:.2f}"
+            f"sinkhorn n={r['n']:5d} d={r['d']:4d}:"
+            f" value {1e3 * r['value']['run_s']:.2f}"
             f" ms, grad {1e3 * r['grad']['run_s']:.2f} ms (compile"
             f" {r['grad']['compile_s']:.2f} s)"
         )

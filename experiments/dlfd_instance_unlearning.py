@@ -34,13 +34,12 @@ paper's recipe; for accelerators) and ``smoke`` (digits, seconds).
 """
 
 import dataclasses
-import functools
+import json
 import os
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn import data, harness, methods, models, train
@@ -161,9 +160,7 @@ def get_config(name: str = "cpu") -> Config:
             test_subsample=None,
             model="resnet18",
             model_kwargs={},
-            training=train.TrainConfig(
-                epochs=100, batch_size=128, learning_rate=0.01
-            ),
+            training=train.TrainConfig(epochs=100, batch_size=128, learning_rate=0.01),
             seeds=(0, 1, 2, 3, 4),
         )
     if name == "smoke":
@@ -390,8 +387,17 @@ def _leak(cfg, setup: _Setup, seed: int):
     return out
 
 
-def _rows_of(cfg, rd, workdir, log):
+def _rows_of(cfg, rd, workdir, log, report_only=False):
     rows, leaks, figures = [], {}, {}
+
+    def checked(name, fields, compute):
+        if report_only and rd.load_row(name, rd.row_key(fields)) is None:
+            raise UsageError(
+                f"row {name} of {workdir} is missing or stale: --report-only"
+                " only re-renders a finished run; run the experiment first."
+            )
+        return rd.row(name, fields, compute)
+
     for mode in cfg.modes:
         for seed in cfg.seeds:
             setup = None
@@ -421,7 +427,7 @@ def _rows_of(cfg, rd, workdir, log):
                 )
                 name = f"{mode}_seed{seed}_{row}"
 
-                def compute(row=row, fig=fig, seed=seed, name=name):
+                def compute(row=row, fig=fig, seed=seed, name=name, mode=mode):
                     st = get_setup()
                     t = time.perf_counter()
                     if row == "original":
@@ -445,7 +451,7 @@ def _rows_of(cfg, rd, workdir, log):
                     )
                     return out
 
-                res = dict(rd.row(name, fields, compute))
+                res = dict(checked(name, fields, compute))
                 if "figure" in res:
                     figures[(mode, row)] = res.pop("figure")
                 res["flag"] = harness.row_flag(
@@ -465,7 +471,7 @@ def _rows_of(cfg, rd, workdir, log):
                     engine=train.ENGINE_VERSION,
                     row_format=ROW_FORMAT,
                 )
-                leaks[(mode, seed)] = rd.row(
+                leaks[(mode, seed)] = checked(
                     f"{mode}_seed{seed}_leak",
                     fields,
                     lambda seed=seed: _leak(cfg, get_setup(), seed),
@@ -523,6 +529,10 @@ def _paired(rows, mode, a, b, m):
     ]
 
 
+def _pair(rows, mode, a, b, m):
+    return _spread(_paired(rows, mode, a, b, m))
+
+
 def _spread(xs, spec=".4f"):
     if not xs:
         return "no pairs"
@@ -577,12 +587,13 @@ def _claims(cfg, rows, agg, leaks) -> list[Claim]:
                     holds=all(s > 0 for s in steps),
                     evidence=[
                         f"+classification: {fmt(steps[0], '+.4f')}, per seed"
-                        f" {_spread(_paired(rows, mode, 'dlfd_cls', 'dlfd_fdo', 'nomus'))}",
+                        f" {_pair(rows, mode, 'dlfd_cls', 'dlfd_fdo', 'nomus')}",
                         f"+dynamic: {fmt(steps[1], '+.4f')}, per seed"
-                        f" {_spread(_paired(rows, mode, 'dlfd', 'dlfd_cls', 'nomus'))}",
+                        f" {_pair(rows, mode, 'dlfd', 'dlfd_cls', 'nomus')}",
                         f"perturbed fraction of batches: dlfd"
                         f" {fmt(_mean(agg, mode, 'dlfd', 'perturbed'), '.2f')},"
-                        f" dlfd_cls {fmt(_mean(agg, mode, 'dlfd_cls', 'perturbed'), '.2f')}",
+                        " dlfd_cls"
+                        f" {fmt(_mean(agg, mode, 'dlfd_cls', 'perturbed'), '.2f')}",
                     ],
                 )
             )
@@ -600,7 +611,7 @@ def _claims(cfg, rows, agg, leaks) -> list[Claim]:
                     holds=fs_d < fs_o,
                     evidence=[
                         "per-seed DLFD - original:"
-                        f" {_spread(_paired(rows, mode, 'dlfd', 'original', 'forgetting_score'))}"
+                        f" {_pair(rows, mode, 'dlfd', 'original', 'forgetting_score')}"
                     ],
                 )
             )
@@ -618,7 +629,7 @@ def _claims(cfg, rows, agg, leaks) -> list[Claim]:
                     holds=acc_d >= acc_o - 0.02,
                     evidence=[
                         "per-seed DLFD - original:"
-                        f" {_spread(_paired(rows, mode, 'dlfd', 'original', 'acc_test'))}"
+                        f" {_pair(rows, mode, 'dlfd', 'original', 'acc_test')}"
                     ],
                 )
             )
@@ -640,7 +651,8 @@ def _claims(cfg, rows, agg, leaks) -> list[Claim]:
                 )
             )
         sil = {
-            r: _mean(agg, mode, r, "silhouette") for r in ("original", "neggrad", "dlfd")
+            r: _mean(agg, mode, r, "silhouette")
+            for r in ("original", "neggrad", "dlfd")
         }
         if all(v is not None for v in sil.values()):
             out.append(
@@ -656,9 +668,9 @@ def _claims(cfg, rows, agg, leaks) -> list[Claim]:
                     and sil["dlfd"] > sil["neggrad"],
                     evidence=[
                         "per-seed neggrad - original:"
-                        f" {_spread(_paired(rows, mode, 'neggrad', 'original', 'silhouette'))}",
+                        f" {_pair(rows, mode, 'neggrad', 'original', 'silhouette')}",
                         "per-seed dlfd - neggrad:"
-                        f" {_spread(_paired(rows, mode, 'dlfd', 'neggrad', 'silhouette'))}",
+                        f" {_pair(rows, mode, 'dlfd', 'neggrad', 'silhouette')}",
                     ],
                 )
             )
@@ -795,8 +807,13 @@ def _report(cfg, agg, claims, leaks, plots, wall) -> list[str]:
     return lines
 
 
-def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
-    """Runs (or resumes) every (mode, seed, row) of ``cfg``; writes the report."""
+def run(
+    cfg: Config, workdir: str, *, log=print, report_only: bool = False
+) -> dict[str, Any]:
+    """Runs (or resumes) every (mode, seed, row) of ``cfg``; writes the report.
+
+    With ``report_only`` every row must already be finished (nothing trains).
+    """
     t0 = time.perf_counter()
     bad_rows = [r for r in cfg.rows if r not in ROWS]
     bad_modes = [m for m in cfg.modes if m not in ("group", "random")]
@@ -809,7 +826,7 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
             else "need at least one seed."
         )
     rd = harness.RunDir(workdir, cfg)
-    rows, leaks, figures = _rows_of(cfg, rd, workdir, log)
+    rows, leaks, figures = _rows_of(cfg, rd, workdir, log, report_only)
     wall = time.perf_counter() - t0
     agg = _aggregate(rows)
     claims = _claims(cfg, rows, agg, leaks)
@@ -821,11 +838,28 @@ def run(cfg: Config, workdir: str, *, log=print) -> dict[str, Any]:
         wall_time_s=wall,
         paper=PAPER,
         rows=rows,
-        aggregate=[
-            {"mode": k[0], "method": k[1], **v} for k, v in sorted(agg.items())
-        ],
+        aggregate=[{"mode": k[0], "method": k[1], **v} for k, v in sorted(agg.items())],
         leak=[{"mode": k[0], "seed": k[1], **v} for k, v in leaks.items()],
     )
+
+
+def _config_from_json(c: dict[str, Any]) -> Config:
+    c = dict(c)
+    c["training"] = train.TrainConfig(**c["training"])
+    for k in ("modes", "rows", "seeds"):
+        c[k] = tuple(c[k])
+    known = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in c.items() if k in known})
+
+
+def rebuild_report(workdir: str) -> dict[str, Any]:
+    """Re-renders report.md / results.json from the finished rows (no training)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise UsageError(f"{path} does not exist: run the experiment first.")
+    with open(path) as f:
+        cfg = _config_from_json(json.load(f))
+    return run(cfg, workdir, report_only=True)
 
 
 def main(argv=None):
@@ -837,6 +871,7 @@ def main(argv=None):
         presets=("cpu", "full", "smoke"),
         workdir="runs/dlfd_instance_unlearning",
         int_overrides={"seeds": "seeds"},
+        rebuild=rebuild_report,
     )
 
 

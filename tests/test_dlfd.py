@@ -82,6 +82,10 @@ def test_loss_mia_accuracy_ignores_masked_rows_and_vmaps():
     wb = np.arange(72) < 64
     padded = ev.loss_mia_accuracy(pa, pb, where_member=wa, where_nonmember=wb)
     np.testing.assert_allclose(padded, plain, atol=1e-6)
+    # interleaved padding: folds are dealt over the real examples only
+    ia = np.where(np.arange(128) % 2 == 0, np.repeat(a, 2), -1e6)
+    padded = ev.loss_mia_accuracy(ia, b, where_member=np.arange(128) % 2 == 0)
+    np.testing.assert_allclose(padded, plain, atol=1e-6)
     batch = jax.vmap(ev.loss_mia_accuracy)(jnp.stack([a, b]), jnp.stack([b, a]))
     np.testing.assert_allclose(batch[0], plain, atol=1e-6)
     # symmetric labels swap: the attacker is as good either way
@@ -218,15 +222,50 @@ def test_checkpoint_selection_keeps_best_eligible_state(split, compiled):
     # before any step nothing was selected: the live variables come back
     chex.assert_trees_all_equal(methods.dlfd_selected(st), st.variables)
     st, _ = step(st, _batch(split, pad=4), jax.random.key(0))
-    # the state considered at step 0 is the incoming one (score bound 1.0)
-    chex.assert_trees_all_equal(methods.dlfd_selected(st), v)
+    # candidates are the updated models (score bound 1.0: the first is kept)
+    chex.assert_trees_all_equal(methods.dlfd_selected(st), st.variables)
+    first = st.variables
+    st, _ = step(st, _batch(split, pad=4), jax.random.key(1))
+    best = first if float(st.extra["best_acc"]) < 0 else methods.dlfd_selected(st)
+    assert float(st.extra["best_acc"]) >= 0
+    chex.assert_trees_all_equal(
+        best, first if best is first else methods.dlfd_selected(st)
+    )
     # a bound no score meets selects nothing
-    s0 = m.init(v, num_steps=4)
+    s0 = m.init(v, num_steps=4, hparams={"save_threshold": 0.0})
     s0 = dataclasses.replace(
         s0, hparams={**s0.hparams, "save_threshold": jnp.float32(-1.0)}
     )
     s0, _ = step(s0, _batch(split, pad=4), jax.random.key(0))
     chex.assert_trees_all_equal(methods.dlfd_selected(s0), s0.variables)
+    # stacked (replica) states: each replica falls back on its own
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), st, s0)
+    picked = methods.dlfd_selected(stacked)
+    chex.assert_trees_all_equal(
+        jax.tree.map(lambda x: x[0], picked), methods.dlfd_selected(st)
+    )
+    chex.assert_trees_all_equal(jax.tree.map(lambda x: x[1], picked), s0.variables)
+
+
+def test_code_order_decides_on_the_previous_updates_score(split, compiled):
+    """``monitor_at="after"`` (the code): the score measured after batch k's
+    update decides batch k + 1, and the first batch always perturbs."""
+    m, step, v, _ = compiled("mlp", switch="per_batch", monitor_at="after")
+    st = m.init(v, num_steps=4)
+    flags, scores = [], []
+    for thr in (1.0, 1.0, 0.0):
+        st = dataclasses.replace(
+            st, hparams={**st.hparams, "threshold": jnp.float32(thr)}
+        )
+        st, metrics = step(st, _batch(split, pad=4), jax.random.key(0))
+        flags.append(float(metrics["perturbed"]))
+        scores.append(float(metrics["forget_score"]))
+        np.testing.assert_allclose(st.extra["forget_score"], scores[-1])
+    # step 0: no score yet (initialised above any threshold) -> perturb even
+    # at threshold 1; step 1: the post-update score < 1 -> fine-tune;
+    # step 2: threshold 0 -> perturb
+    assert flags == [1.0, 0.0, 1.0]
+    assert all(0.0 <= x < 1.0 for x in scores)
 
 
 def test_step_size_sweep_vmaps(split, compiled):

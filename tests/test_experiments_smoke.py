@@ -285,3 +285,92 @@ def test_images_batch_size_invalidates_rows(images_run, tmp_path):
     cfg.training = dataclasses.replace(cfg.training, batch_size=32)
     res = mod.run(cfg, str(_copy(workdir, tmp_path)))
     assert res["rows_computed"] == ["seed0"]
+
+
+def test_bench_dlfd_smoke(tmp_path):
+    mod = _load("bench_dlfd")
+    out = tmp_path / "bench.json"
+    res = mod.main(["--smoke", "--out", str(out)])
+    assert json.load(open(out))["benchmark"] == "bench_dlfd"
+    step = res["step"]
+    for case in ("finetune", "dlfd", "dlfd_with_monitor"):
+        assert step[case]["run_s"] > 0 and step[case]["compile_s"] >= 0
+    assert step["dlfd_over_finetune"] > 1  # M extra passes cost something
+    assert {(r["n"], r["d"]) for r in res["sinkhorn"]} == {(8, 4), (16, 4)}
+
+
+@pytest.fixture(scope="module")
+def dlfd_run(tmp_path_factory):
+    """One smoke run of the DLFD driver, shared by the tests below."""
+    mod = _load("dlfd_instance_unlearning")
+    workdir = tmp_path_factory.mktemp("dlfd")
+    res = mod.main(["--config", "smoke", "--workdir", str(workdir)])
+    return mod, workdir, res
+
+
+def test_dlfd_instance_unlearning_smoke(dlfd_run):
+    mod, workdir, res = dlfd_run
+    for f in (
+        "results.json",
+        "report.md",
+        "config.json",
+        "manifest.json",
+        "metrics.jsonl",
+        "losses_group.png",
+        "embedding_group.png",
+    ):
+        assert (workdir / f).exists(), f
+    cfg = mod.get_config("smoke")
+    assert {r["method"] for r in res["rows"]} == set(cfg.rows)
+    for r in res["rows"]:
+        if r["flag"] is None:
+            assert 0.0 <= r["nomus"] <= 1.0
+            # NoMUS is the paper's formula of the row's own numbers
+            assert (
+                abs(r["nomus"] - (r["acc_test"] + 1 - r["forgetting_score"]) / 2) < 1e-9
+            )
+    rows = {r["method"]: r for r in res["rows"]}
+    assert rows["dlfd_code"]["ot_grad_norm"] == 0.0
+    assert rows["dlfd_cls"]["ot_grad_norm"] > 0.0
+    assert rows["dlfd_cls"]["perturbed"] == 1.0  # no dynamic forgetting
+    _check_claims(res["claims"])
+    ids = {c["id"] for c in res["claims"]}
+    assert {
+        "group_dlfd_nomus_above_baselines",
+        "group_code_variant_ot_gradient_zero",
+        "group_neggrad_leak",
+        "group_correlation_collapse",
+    } <= ids
+    assert res["leak"] and res["leak"][0]["forget_size"] == cfg.leak_forget_size
+    # --report-only re-renders from the finished rows without training.
+    (workdir / "report.md").unlink()
+    again = mod.main(["--workdir", str(workdir), "--report-only"])
+    assert (workdir / "report.md").exists()
+    assert again["claims"] == json.loads(json.dumps(res["claims"]))
+    assert again["rows_computed"] == []
+
+
+def test_dlfd_new_seed_computes_only_its_rows(dlfd_run, tmp_path):
+    mod, workdir, res = dlfd_run
+    run = _copy(workdir, tmp_path)
+    cfg = mod.get_config("smoke")
+    cfg = dataclasses.replace(cfg, rows=("original", "finetune"))
+    again = mod.run(cfg, str(run), log=lambda s: None)
+    assert again["rows_computed"] == []
+    cfg = dataclasses.replace(cfg, seeds=(0, 1))
+    more = mod.run(cfg, str(run), log=lambda s: None)
+    assert sorted(more["rows_computed"]) == [
+        "group_seed1_finetune",
+        "group_seed1_leak",
+        "group_seed1_original",
+    ] or sorted(more["rows_computed"]) == [
+        "group_seed1_finetune",
+        "group_seed1_original",
+    ]
+
+
+def test_dlfd_report_only_needs_a_finished_run(tmp_path):
+    mod = _load("dlfd_instance_unlearning")
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--workdir", str(tmp_path / "none"), "--report-only"])
+    assert e.value.code == 2

@@ -73,7 +73,8 @@ def loss_mia_accuracy(
 
     The attacker sees one feature per example (e.g. the per-example loss):
     members (label 1, e.g. the forget set) against non-members (label 0,
-    unseen data). Example ``i`` of each side falls in fold ``i mod folds``;
+    unseen data). The ``i``-th real example of each side falls in fold
+    ``i mod folds`` (padded slots are skipped);
     for each fold an L2-regularised logistic regression (``C = 1 / l2``, as
     scikit-learn's default ``LogisticRegression`` with ``l2 = 1``) is fitted
     on the other folds by ``iterations`` Newton steps on the standardised
@@ -120,14 +121,17 @@ def loss_mia_accuracy(
     wn = jnp.ones(xn.shape, bool) if where_nonmember is None else where_nonmember
     for name, w, x in (("where_member", wm, xm), ("where_nonmember", wn, xn)):
         if jnp.shape(w) != x.shape:
-            raise ValueError(
-                f"`{name}` must have shape {x.shape}, got {jnp.shape(w)}."
-            )
+            raise ValueError(f"`{name}` must have shape {x.shape}, got {jnp.shape(w)}.")
     x = jnp.concatenate([xm, xn])
     y = jnp.concatenate([jnp.ones(xm.shape), jnp.zeros(xn.shape)])
     real = jnp.concatenate([jnp.asarray(wm), jnp.asarray(wn)]).astype(jnp.float32)
     x = jnp.where(real > 0, x, 0.0)
-    fold = jnp.concatenate([jnp.arange(xm.shape[0]), jnp.arange(xn.shape[0])]) % folds
+    # The i-th REAL example of each side falls in fold i mod folds, wherever
+    # the padded slots are.
+    rank = jnp.concatenate(
+        [jnp.cumsum(jnp.asarray(wm, jnp.int32)), jnp.cumsum(jnp.asarray(wn, jnp.int32))]
+    )
+    fold = (rank - 1) % folds
     correct, total = 0.0, 0.0
     for f in range(folds):
         test = real * (fold == f)

@@ -39,6 +39,7 @@ FEATURES = ("penultimate", "logits")
 OT_ON = ("perturbed", "clean")
 BN_MODES = ("train", "eval_after_first")
 SWITCHES = ("latch", "per_batch")
+MONITOR_AT = ("before", "after")
 
 DLFD_REFERENCE_CODE: dict[str, Any] = {
     "ot_on": "clean",
@@ -47,13 +48,15 @@ DLFD_REFERENCE_CODE: dict[str, Any] = {
     "bn": "eval_after_first",
     "switch": "per_batch",
     "select_checkpoint": True,
+    "monitor_at": "after",
 }
 """The options that reproduce the authors' released code
 (``Dasol-Choi/DLFD:unlearn/dlfd.py``) instead of the paper's text: OT on the
 clean retain logits (its gradient w.r.t. the perturbation is exactly zero),
 the ``[0, 1]`` clamp, BatchNorm in eval mode after the first batch, the
-per-batch re-decision of the switch, and checkpoint selection by forgetting
-score. ``methods.get("dlfd", ..., **DLFD_REFERENCE_CODE)``."""
+per-batch re-decision of the switch made on the score measured after the
+previous batch's update (so the first batch always perturbs), and checkpoint
+selection by forgetting score. ``methods.get("dlfd", ..., **DLFD_REFERENCE_CODE)``."""
 
 
 def _ce(logits, labels, mask):
@@ -124,6 +127,7 @@ def dlfd(
     switch: str = "latch",
     monitor_size: int = 256,
     monitor_every: int = 1,
+    monitor_at: str = "before",
     select_checkpoint: bool = False,
     save_threshold: float = 0.18,
     track_ot_grad: bool = False,
@@ -181,17 +185,20 @@ def dlfd(
       bn: ``"train"``: BatchNorm uses batch statistics in the perturbation
         and training passes; ``"eval_after_first"``: the code's mode (eval
         mode, running averages, after the first batch).
-      switch: ``"latch"`` (paper) or ``"per_batch"`` (code; its first batch
-        always perturbs).
+      switch: ``"latch"`` (paper) or ``"per_batch"`` (code).
       monitor_size: examples per side of the monitoring subset (evenly
         spaced over each set).
       monitor_every: run the monitor every this many steps (between runs the
         last score is reused).
+      monitor_at: ``"before"`` (the paper: the score of the current model
+        decides the current batch) or ``"after"`` (the code: the score is
+        measured after each batch's update and decides the next batch; the
+        first batch always perturbs, as the code initialises the score above
+        any threshold).
       select_checkpoint: keep the variables with the best monitoring-set
-        accuracy among those with ``FS <= save_threshold`` (the code's model
-        selection; read them with :func:`dlfd_selected`). Checkpoints are
-        considered at the start of each step, i.e. after every update but
-        the last.
+        accuracy among those with ``FS <= save_threshold``, measured after
+        every update (the code's model selection; read them with
+        :func:`dlfd_selected`). The incoming model is never a candidate.
       save_threshold: the selection's bound on the doubled score (the code's
         age setting 0.09 un-doubled is 0.18 here).
       track_ot_grad: also report ``ot_grad_norm``, the norm of the OT term's
@@ -238,15 +245,14 @@ def dlfd(
         or isinstance(ce_weight, str)
         or len(ce_weight) != 2
     ):
-        raise ValueError(
-            f"`ce_weight` must be a pair (start, end), got {ce_weight!r}."
-        )
+        raise ValueError(f"`ce_weight` must be a pair (start, end), got {ce_weight!r}.")
     lam0 = check_hparam("ce_weight[0]", ce_weight[0])
     lam1 = check_hparam("ce_weight[1]", ce_weight[1])
     _check_choice("features", features, FEATURES)
     _check_choice("ot_on", ot_on, OT_ON)
     _check_choice("bn", bn, BN_MODES)
     _check_choice("switch", switch, SWITCHES)
+    _check_choice("monitor_at", monitor_at, MONITOR_AT)
     if clamp is not None:
         if isinstance(clamp, str) or not isinstance(clamp, Sequence) or len(clamp) != 2:
             raise ValueError(f"`clamp` must be None or (low, high), got {clamp!r}.")
@@ -426,7 +432,10 @@ def dlfd(
         lf, _ = side(mon["forget"])
         lv, logits_v = side(mon["val"])
         acc = loss_mia_accuracy(
-            lf, lv, where_member=mon["forget"]["mask"], where_nonmember=mon["val"]["mask"]
+            lf,
+            lv,
+            where_member=mon["forget"]["mask"],
+            where_nonmember=mon["val"]["mask"],
         )
         fs = 2.0 * jnp.abs(acc - 0.5)
         correct = (jnp.argmax(logits_v, -1) == mon["val"]["label"]).astype(jnp.float32)
@@ -434,25 +443,25 @@ def dlfd(
 
     def step(state: UnlearnState, batch, key):
         ex = state.extra
-        if needs_monitor:
-            due = (state.step % monitor_every) == 0
+        hp = state.hparams
+        due = (state.step % monitor_every) == 0
+        stored = (ex["forget_score"], ex["monitor_acc"])
+        pre = needs_monitor and dynamic and monitor_at == "before"
+        if pre:
             fs, vacc = jax.lax.cond(
-                due,
-                lambda: monitor(state.variables, ex),
-                lambda: (ex["forget_score"], ex["monitor_acc"]),
+                due, lambda: monitor(state.variables, ex), lambda: stored
             )
         else:
-            due = jnp.asarray(False)
-            fs, vacc = ex["forget_score"], ex["monitor_acc"]
+            fs, vacc = stored
         switched = ex["switched"]
         if dynamic:
-            below = fs < state.hparams["threshold"]
+            below = fs < hp["threshold"]
             if switch == "latch":
                 switched = switched | below
                 perturb_now = ~switched
             else:
                 switched = below
-                perturb_now = ~below | (state.step == 0)
+                perturb_now = ~below
         else:
             perturb_now = jnp.asarray(True)
         new_extra = {
@@ -462,26 +471,40 @@ def dlfd(
             "forget_score": fs,
             "monitor_acc": vacc,
         }
-        if select_checkpoint:
-            better = (fs <= state.hparams["save_threshold"]) & (vacc > ex["best_acc"])
-            new_extra["best_variables"] = jax.tree.map(
-                lambda a, b: jnp.where(better, a, b),
-                state.variables,
-                ex["best_variables"],
-            )
-            new_extra["best_acc"] = jnp.where(better, vacc, ex["best_acc"])
         new_state, metrics = inner.step(
             dataclasses.replace(state, extra=new_extra), batch, key
         )
+        post = needs_monitor and (monitor_at == "after" or select_checkpoint)
+        if post:
+            # The score of the updated model: the next batch's decision (the
+            # code's order) and the checkpoint candidate.
+            new_vars = new_state.variables
+            fs2, vacc2 = jax.lax.cond(
+                due, lambda: monitor(new_vars, ex), lambda: (fs, vacc)
+            )
+            ex2 = dict(new_state.extra)
+            if monitor_at == "after":
+                ex2.update(forget_score=fs2, monitor_acc=vacc2)
+                fs, vacc = fs2, vacc2
+            if select_checkpoint:
+                better = due & (fs2 <= hp["save_threshold"]) & (vacc2 > ex["best_acc"])
+                ex2["best_variables"] = jax.tree.map(
+                    lambda a, b: jnp.where(better, a, b),
+                    new_vars,
+                    ex["best_variables"],
+                )
+                ex2["best_acc"] = jnp.where(better, vacc2, ex["best_acc"])
+            new_state = dataclasses.replace(new_state, extra=ex2)
         real = jnp.any(batch["retain"]["mask"])
         extra_out = jax.tree.map(
             lambda a, b: jnp.where(real, a, b), new_state.extra, ex
         )
         new_state = dataclasses.replace(new_state, extra=extra_out)
+        ran = due if (pre or post) else jnp.asarray(False)
         metrics = {
             **metrics,
             "perturbed": jnp.where(real, perturb_now, False).astype(jnp.float32),
-            "monitor_ran": jnp.where(real, due, False).astype(jnp.float32),
+            "monitor_ran": jnp.where(real, ran, False).astype(jnp.float32),
             "forget_score": fs,
             "monitor_acc": vacc,
         }
@@ -494,7 +517,8 @@ def dlfd_selected(state: UnlearnState):
     """The variables DLFD's checkpoint selection kept (``select_checkpoint``).
 
     Falls back to ``state.variables`` when selection was off or no step met
-    the score bound.
+    the score bound. Works on stacked states (``train.unlearn_replicas``):
+    each replica falls back on its own.
 
     Examples:
       >>> from jaxunlearn.methods import dlfd_selected
@@ -504,7 +528,10 @@ def dlfd_selected(state: UnlearnState):
     extra = state.extra if isinstance(state.extra, Mapping) else {}
     if "best_variables" not in extra:
         return state.variables
-    found = extra["best_acc"] >= 0
-    return jax.tree.map(
-        lambda a, b: jnp.where(found, a, b), extra["best_variables"], state.variables
-    )
+    found = extra["best_acc"] >= 0  # [] or [replicas] for stacked states
+
+    def pick(a, b):
+        f = found.reshape(found.shape + (1,) * (a.ndim - found.ndim))
+        return jnp.where(f, a, b)
+
+    return jax.tree.map(pick, extra["best_variables"], state.variables)
