@@ -1,6 +1,7 @@
 """Bad Teacher and SCRUB: frozen teachers, masks, step selection, validation."""
 
 import dataclasses
+import math
 
 import chex
 import jax
@@ -219,16 +220,22 @@ def test_bad_teacher_dlfd_code_loss_ignores_forget(net):
     assert float(m1["bad_kl"]) > 0.0
 
 
-def test_scrub_step_parity_selects_max_then_only_min(net):
-    m = _make("scrub", net, msteps=2)
-    state = _init(m, net, steps_per_epoch=2, num_steps=8)
-    assert int(state.extra["max_phase_steps"]) == 4
+def _sets(n_forget, n_retain):
+    """Stand-in forget / retain sets: only their sizes matter to SCRUB."""
+    return {
+        "forget_set": {"label": np.zeros(n_forget, np.int32)},
+        "retain_set": {"label": np.zeros(n_retain, np.int32)},
+    }
+
+
+def _scrub_schedule(m, state, net, n):
+    """``max_step`` of the first ``n`` steps, checking each step's loss."""
     hp = state.hparams
     step = jax.jit(m.step)
     seen = []
-    for i in range(8):
+    for i in range(n):
         state, met = step(state, _batch(net["split"], start=i), jax.random.key(i))
-        seen.append(float(met["max_step"]))
+        seen.append(int(met["max_step"]))
         if met["max_step"]:
             np.testing.assert_allclose(met["loss"], -met["forget_kl"], rtol=1e-6)
             assert float(met["retain_ce"]) == 0.0
@@ -237,16 +244,106 @@ def test_scrub_step_parity_selects_max_then_only_min(net):
             np.testing.assert_allclose(met["loss"], want, rtol=1e-6)
             assert float(met["forget_kl"]) == 0.0
             assert float(met["retain_ce"]) > 0.0
-    assert seen == [1, 0, 1, 0, 0, 0, 0, 0]
+    return seen
+
+
+@pytest.mark.parametrize("variant", ["original", "dlfd_code"])
+def test_scrub_epoch_structure_max_pass_then_min_pass(variant, net):
+    # n_forget / n_retain = 1/4, 8 steps per epoch: the forget pass is 2 steps.
+    m = _make("scrub", net, msteps=2, variant=variant, **_sets(10, 40))
+    state = _init(m, net, steps_per_epoch=8, num_steps=24)
+    keys = ("max_phase_steps", "cycle_steps", "cycle_max_steps")
+    extra = {k: state.extra[k] for k in keys}
+    assert {k: int(v) for k, v in extra.items()} == {
+        "max_phase_steps": 16,
+        "cycle_steps": 8,
+        "cycle_max_steps": 2,
+    }
+    assert all(v.dtype == jnp.int32 and v.shape == () for v in extra.values())
+    if variant == "original":
+        seen = _scrub_schedule(m, state, net, 24)
+    else:  # the dlfd_code losses differ; only the schedule is checked
+        step = jax.jit(m.step)
+        seen = []
+        for i in range(24):
+            state, met = step(state, _batch(net["split"]), jax.random.key(i))
+            seen.append(int(met["max_step"]))
+    epoch = [1, 1, 0, 0, 0, 0, 0, 0]
+    assert seen == epoch + epoch + [0] * 8  # after msteps epochs: only min steps
+
+
+def test_scrub_max_steps_per_epoch_from_the_context_sets(net):
+    split = net["split"]
+    n_f, n_r = len(split.forget["label"]), len(split.retain["label"])
+    # As a caller of `methods.get` passes them: the sets are context kwargs.
+    m = _make("scrub", net, forget_set=split.forget, retain_set=split.retain)
+    for spe in (1, 7, 93):
+        state = _init(m, net, steps_per_epoch=spe)
+        assert int(state.extra["cycle_steps"]) == spe
+        assert int(state.extra["cycle_max_steps"]) == min(
+            math.ceil(n_f * spe / n_r), spe
+        )
+        assert int(state.extra["max_phase_steps"]) == 2 * spe
+    # The paper's forget pass: 556 forget, 2957 retain, batch 32.
+    m = _make("scrub", net, **_sets(556, 2957))
+    state = _init(m, net, steps_per_epoch=math.ceil(2957 / 32))
+    assert int(state.extra["cycle_max_steps"]) == math.ceil(556 / 32) == 18
+    # A forget set larger than retain: whole max-phase epochs of max steps.
+    m = _make("scrub", net, **_sets(50, 10))
+    state = _init(m, net, steps_per_epoch=4)
+    assert int(state.extra["cycle_max_steps"]) == 4
+    # An empty forget set: no max steps.
+    m = _make("scrub", net, **_sets(0, 10))
+    state = _init(m, net, steps_per_epoch=4)
+    assert int(state.extra["cycle_max_steps"]) == 0
+
+
+def test_scrub_explicit_max_steps_per_epoch_overrides(net):
+    m = _make("scrub", net, msteps=1, max_steps_per_epoch=3, **_sets(10, 40))
+    state = _init(m, net, steps_per_epoch=5)
+    assert int(state.extra["cycle_max_steps"]) == 3
+    assert _scrub_schedule(m, state, net, 10) == [1, 1, 1, 0, 0] + [0] * 5
+    # ... also without the sets, and capped at the epoch length
+    m = _make("scrub", net, max_steps_per_epoch=3)
+    state = _init(m, net, steps_per_epoch=6)
+    assert [int(state.extra[k]) for k in ("cycle_steps", "cycle_max_steps")] == [6, 3]
+    m = _make("scrub", net, max_steps_per_epoch=9)
+    state = _init(m, net, steps_per_epoch=6)
+    assert int(state.extra["cycle_max_steps"]) == 6
+    m = _make("scrub", net, max_steps_per_epoch=0, **_sets(10, 40))
+    state = _init(m, net, steps_per_epoch=6)
+    assert int(state.extra["cycle_max_steps"]) == 0
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"forget_set": _sets(10, 40)["forget_set"]}, _sets(10, 0)],
+    ids=["no_sets", "forget_only", "empty_retain"],
+)
+def test_scrub_fallback_alternates_step_by_step(kw, net):
+    # Without the set sizes (no sets, one set, an empty retain set): max / min
+    # alternate one by one during the max phase, then only min steps.
+    m = _make("scrub", net, msteps=2, **kw)
+    state = _init(m, net, steps_per_epoch=2, num_steps=8)
+    assert int(state.extra["max_phase_steps"]) == 4
+    assert [int(state.extra[k]) for k in ("cycle_steps", "cycle_max_steps")] == [2, 1]
+    assert _scrub_schedule(m, state, net, 8) == [1, 0, 1, 0, 0, 0, 0, 0]
 
 
 def test_scrub_phase_without_steps_per_epoch_and_msteps_zero(net):
     step_of = lambda m, s: jax.jit(m.step)(s, _batch(net["split"]), jax.random.key(0))  # noqa: E731
-    m = _make("scrub", net)
-    state = _init(m, net)  # no steps_per_epoch: alternate for the whole run
-    state = dataclasses.replace(state, step=jnp.asarray(10**6, jnp.int32))
-    assert float(step_of(m, state)[1]["max_step"]) == 1.0
-    m0 = _make("scrub", net, msteps=0)
+    # No steps_per_epoch: the epoch length is unknown, so alternate for the
+    # whole run, even with the sets or an explicit max_steps_per_epoch.
+    for kw in ({}, _sets(10, 40), {"max_steps_per_epoch": 3}):
+        m = _make("scrub", net, **kw)
+        state = _init(m, net)
+        assert int(state.extra["cycle_steps"]) == 2
+        assert int(state.extra["cycle_max_steps"]) == 1
+        state = dataclasses.replace(state, step=jnp.asarray(10**6, jnp.int32))
+        assert float(step_of(m, state)[1]["max_step"]) == 1.0
+        state = dataclasses.replace(state, step=jnp.asarray(10**6 + 1, jnp.int32))
+        assert float(step_of(m, state)[1]["max_step"]) == 0.0
+    m0 = _make("scrub", net, msteps=0, **_sets(10, 40))
     state0 = _init(m0, net, steps_per_epoch=5)
     assert float(step_of(m0, state0)[1]["max_step"]) == 0.0
 
@@ -363,6 +460,11 @@ def test_learning_rate_is_sweepable(net):
         ("scrub", {"momentum": 2.0}, ValueError, "momentum"),
         ("scrub", {"tx": object()}, TypeError, "tx"),
         ("scrub", {"apply_fn": "f"}, TypeError, "apply_fn"),
+        ("scrub", {"max_steps_per_epoch": -1}, ValueError, "max_steps_per_epoch"),
+        ("scrub", {"max_steps_per_epoch": 1.5}, ValueError, "max_steps_per_epoch"),
+        ("scrub", {"max_steps_per_epoch": True}, ValueError, "max_steps_per_epoch"),
+        ("scrub", {"forget_set": [1, 2]}, ValueError, "forget_set"),
+        ("scrub", {"retain_set": {"x": 1}}, ValueError, "retain_set"),
         ("scrub", {"alphaa": 0.1}, TypeError, "alphaa"),
     ],
 )

@@ -14,7 +14,7 @@ References:
 """
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +79,16 @@ def adam_tx(
     wd = check_hparam("weight_decay", weight_decay)
     parts = [optax.add_decayed_weights(wd)] if wd else []
     return optax.chain(*parts, optax.adam(1.0)), lr
+
+
+def _set_size(name: str, s) -> int | None:
+    """Number of examples of a ``{"image", "label"}`` set (None for None)."""
+    if s is None:
+        return None
+    if not isinstance(s, Mapping) or not ({"label", "image"} & set(s)):
+        raise ValueError(f"`{name}` must be a mapping with 'label' or 'image'.")
+    arr = s["label"] if "label" in s else s["image"]
+    return int(len(arr))
 
 
 def _teacher_logits(apply_fn, teacher, part):
@@ -262,6 +272,9 @@ def scrub(
     learning_rate: float = 5e-4,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
+    max_steps_per_epoch: int | None = None,
+    forget_set: Mapping | None = None,
+    retain_set: Mapping | None = None,
 ) -> Method:
     """SCRUB: a student moving away from the original on forget, towards it on
     retain.
@@ -274,19 +287,36 @@ def scrub(
     reference ``DistillKL``).
 
     Alternation granularity: the paper runs, in each of the first ``msteps``
-    epochs, a whole pass of max steps over the forget set and then a whole
-    pass of min steps over the retain set, and only min passes afterwards.
-    Here the method is a single-objective gradient method (so it composes
-    with wrappers such as ``with_objective``): during the first ``msteps``
-    epochs the steps alternate one by one, even steps (``state.step`` 0, 2,
-    ...) max steps, odd steps min steps, chosen with ``lax.cond`` on the step
-    parity; afterwards every step is a min step. An epoch is one pass over the
-    retain set (driver ``"retain"``), so a max-phase epoch takes half as many
-    min steps as the paper and as many max steps as min steps. The phase
-    boundary ``msteps * steps_per_epoch`` is stored as an int32 in
-    ``state.extra["max_phase_steps"]``; ``train.unlearn`` passes
-    ``steps_per_epoch`` to ``init``. Without it, steps alternate for the
-    whole run.
+    epochs, one max pass over the forget set (``ceil(n_forget / B)`` steps)
+    and then one min pass over the retain set, and only min passes
+    afterwards. Here the method is a single-objective gradient method driven
+    by the retain set (so it composes with wrappers such as
+    ``with_objective``), and the same structure is laid out on its step
+    counter: an epoch is ``steps_per_epoch`` steps (one pass over retain,
+    given to ``init`` by ``train.unlearn``); in each of the first ``msteps``
+    epochs, the first ``max_steps_per_epoch`` steps are max steps on the
+    forget batch and the rest min steps on the retain batch; afterwards every
+    step is a min step. ``max_steps_per_epoch`` is, unless given explicitly,
+    ``ceil(n_forget / n_retain * steps_per_epoch)`` from the sizes of the
+    ``forget_set`` and ``retain_set`` context arguments, the length of a pass
+    over the forget set at the retain batch size (capped at
+    ``steps_per_epoch``: a forget set as large as the retain set makes whole
+    max-phase epochs of max steps). Compared with the paper, an epoch has the
+    same max steps but counts them inside the retain pass, so it takes
+    ``max_steps_per_epoch`` fewer min steps. The step is chosen with
+    ``lax.cond`` on ``state.step``; the numbers are int32 in ``state.extra``
+    (``max_phase_steps = msteps * steps_per_epoch``, ``cycle_steps``,
+    ``cycle_max_steps``: step ``s`` is a max step iff
+    ``s < max_phase_steps`` and ``s % cycle_steps < cycle_max_steps``), so
+    ``step`` is type-stable and vmappable.
+
+    Fallback (the behaviour before the epoch structure): when the sizes are
+    unknown (``forget_set`` or ``retain_set`` missing, or an empty retain
+    set) and ``max_steps_per_epoch`` is not given, steps alternate one by one
+    during the max phase, even steps (``state.step`` 0, 2, ...) max, odd
+    steps min (``cycle_steps = 2``, ``cycle_max_steps = 1``). Without
+    ``steps_per_epoch`` at ``init`` the epoch length is unknown: steps then
+    alternate one by one for the whole run, whatever the other arguments.
 
     Metrics: ``max_step`` (1. on a max step, 0. on a min step), ``forget_kl``,
     ``retain_ce``, ``retain_kl``; the terms of the pass not taken are
@@ -296,7 +326,9 @@ def scrub(
     step minimises ``-(gamma * CE + alpha * KL)`` on the forget batch and the
     min step ``gamma * CE + alpha * KL`` on retain, with ``alpha = 2``,
     ``gamma = 1`` and ``T = 1`` (KL without temperature); that repository
-    trains 2 epochs at SGD lr 5e-4, momentum 0.9, weight decay 5e-4.
+    trains 2 epochs at SGD lr 5e-4, momentum 0.9, weight decay 5e-4, each
+    one max pass over the forget set then one min pass over the retain set,
+    so its steps follow the same epoch structure as above.
 
     Args:
       apply_fn: model apply function.
@@ -311,6 +343,11 @@ def scrub(
       tx, learning_rate, momentum, weight_decay: the optimiser (default SGD
         with coupled weight decay, sweepable rate; defaults from the SCRUB
         code: lr 5e-4, momentum 0.9, weight decay 5e-4).
+      max_steps_per_epoch: number of max steps (int >= 0) at the start of
+        each max-phase epoch; overrides the value from the set sizes.
+      forget_set, retain_set: the forget and retain sets (mappings with
+        ``"label"`` or ``"image"`` arrays; context arguments that
+        ``methods.get`` callers pass), used only for their sizes.
 
     References:
       Kurmanji et al., "Towards Unbounded Machine Unlearning" (NeurIPS 2023),
@@ -322,19 +359,23 @@ def scrub(
       >>> from jaxunlearn import methods, models
       >>> model = models.get_model("mlp", 3, hidden=(4,))
       >>> x = jnp.zeros((2, 2, 2, 1))
-      >>> m = methods.scrub(models.make_apply_fn(model), msteps=1)
+      >>> forget = {"label": jnp.zeros(10, int)}
+      >>> retain = {"label": jnp.zeros(40, int)}
+      >>> m = methods.scrub(models.make_apply_fn(model), msteps=1,
+      ...                   forget_set=forget, retain_set=retain)
       >>> state = m.init(models.init(model, jax.random.key(0), x),
-      ...                steps_per_epoch=4)
-      >>> int(state.extra["max_phase_steps"])
-      4
+      ...                steps_per_epoch=8)
+      >>> [int(state.extra[k]) for k in
+      ...  ("max_phase_steps", "cycle_steps", "cycle_max_steps")]
+      [8, 8, 2]
       >>> part = {"image": x, "label": jnp.zeros(2, int), "mask": jnp.ones(2, bool)}
       >>> batch = {"retain": part, "forget": part}
-      >>> state, metrics = m.step(state, batch, jax.random.key(1))
-      >>> float(metrics["max_step"])
-      1.0
-      >>> state, metrics = m.step(state, batch, jax.random.key(1))
-      >>> float(metrics["max_step"])
-      0.0
+      >>> seen = []
+      >>> for _ in range(4):
+      ...     state, metrics = m.step(state, batch, jax.random.key(1))
+      ...     seen.append(int(metrics["max_step"]))
+      >>> seen
+      [1, 1, 0, 0]
     """
     _check_callable("apply_fn", apply_fn)
     _check_variant(variant)
@@ -342,6 +383,17 @@ def scrub(
     original = variant == "original"
     if isinstance(msteps, bool) or not isinstance(msteps, int) or msteps < 0:
         raise ValueError(f"`msteps` must be an int >= 0, got {msteps!r}.")
+    if max_steps_per_epoch is not None and (
+        isinstance(max_steps_per_epoch, bool)
+        or not isinstance(max_steps_per_epoch, int)
+        or max_steps_per_epoch < 0
+    ):
+        raise ValueError(
+            "`max_steps_per_epoch` must be an int >= 0 or None, got "
+            f"{max_steps_per_epoch!r}."
+        )
+    n_forget = _set_size("forget_set", forget_set)
+    n_retain = _set_size("retain_set", retain_set)
     alpha = check_hparam("alpha", _or(alpha, 0.001 if original else 2.0))
     gamma = check_hparam("gamma", _or(gamma, 0.99 if original else 1.0))
     temperature = check_hparam(
@@ -365,7 +417,8 @@ def scrub(
 
     def loss_fn(variables, batch, key, hparams, extra, step):
         zero = jnp.zeros((), jnp.float32)
-        is_max = (step < extra["max_phase_steps"]) & (step % 2 == 0)
+        in_max_phase = step < extra["max_phase_steps"]
+        is_max = in_max_phase & (step % extra["cycle_steps"] < extra["cycle_max_steps"])
 
         def max_step(variables):
             ce, kl, variables = terms(variables, batch["forget"], key, hparams, extra)
@@ -384,11 +437,24 @@ def scrub(
         return loss, (variables, metrics)
 
     def init_hook(state, *, steps_per_epoch=None, **context):
+        cycle, cycle_max = 2, 1  # fallback: alternate one by one
         if steps_per_epoch is None:
             end = _NO_PHASE_END
         else:
-            end = min(msteps * max(int(steps_per_epoch), 1), int(_NO_PHASE_END))
-        extra = {**state.extra, "max_phase_steps": jnp.asarray(end, jnp.int32)}
+            spe = max(int(steps_per_epoch), 1)
+            end = min(msteps * spe, _NO_PHASE_END)
+            if max_steps_per_epoch is not None:
+                cycle, cycle_max = spe, min(max_steps_per_epoch, spe)
+            elif n_forget is not None and n_retain:
+                # ceil(n_forget / n_retain * spe), in exact integer arithmetic
+                k = -(-n_forget * spe // n_retain)
+                cycle, cycle_max = spe, min(k, spe)
+        extra = {
+            **state.extra,
+            "max_phase_steps": jnp.asarray(end, jnp.int32),
+            "cycle_steps": jnp.asarray(cycle, jnp.int32),
+            "cycle_max_steps": jnp.asarray(cycle_max, jnp.int32),
+        }
         return dataclasses.replace(state, extra=extra)
 
     tx, lr = sgd_tx(
