@@ -51,7 +51,7 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
     # Bad Teacher paper: Adam lr 1e-4 (our epoch is a full retain pass).
     "bad_teacher": {"learning_rate": 1e-4, "epochs": 3},
     # SCRUB: 2 max-phase epochs; lr 1e-3 (the paper's 5e-4 is too slow here).
-    "scrub": {"learning_rate": 1e-3, "epochs": 5, "msteps": 2},
+    "scrub": {"learning_rate": 1e-2, "epochs": 5, "msteps": 2},
 }
 
 DEFAULT_METRICS = (
