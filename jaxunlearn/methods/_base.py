@@ -190,6 +190,25 @@ def check_hparam(
     return _check_scalar(name, value, low=low, high=high, low_open=low_open)
 
 
+def check_int(name: str, value: Any, *, low: int = 0) -> int:
+    """Host-side check of an integer argument, naming it.
+
+    Raises ``TypeError`` for a non-integer (a bool, a float) and
+    ``ValueError`` below ``low``.
+
+    Examples:
+      >>> check_int("perturb_steps", 15, low=1)
+      15
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an int, got {value!r} of type {type(value).__name__}."
+        )
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low}, got {value!r}.")
+    return int(value)
+
+
 def sgd_tx(
     tx: optax.GradientTransformation | None,
     *,

@@ -14,7 +14,6 @@ and ``docs/methods_notes.md``.
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from jaxunlearn.methods._base import (
     Method,
     UnlearnState,
     check_hparam,
+    check_int,
     gradient_method,
     register,
     sgd_tx,
@@ -91,14 +91,6 @@ def _monitor_subset(part: Mapping[str, Any] | None, size: int, name: str):
 def _check_choice(name, value, valid):
     if value not in valid:
         raise ValueError(f"`{name}` must be one of {valid}, got {value!r}.")
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int, got {value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}, got {value}.")
-    return int(value)
 
 
 @register("dlfd")
@@ -231,10 +223,10 @@ def dlfd(
       >>> 0.0 <= r.history[0]["perturbed"] <= 1.0
       True
     """
-    perturb_steps = _check_int("perturb_steps", perturb_steps, 1)
-    sinkhorn_iterations = _check_int("sinkhorn_iterations", sinkhorn_iterations, 1)
-    monitor_size = _check_int("monitor_size", monitor_size, 2)
-    monitor_every = _check_int("monitor_every", monitor_every, 1)
+    perturb_steps = check_int("perturb_steps", perturb_steps, low=1)
+    sinkhorn_iterations = check_int("sinkhorn_iterations", sinkhorn_iterations, low=1)
+    monitor_size = check_int("monitor_size", monitor_size, low=2)
+    monitor_every = check_int("monitor_every", monitor_every, low=1)
     check_hparam("step_size", step_size)
     check_hparam("ot_weight", ot_weight)
     check_hparam("threshold", threshold, high=1.0)

@@ -16,7 +16,6 @@ of ``variables["params"]`` does not survive ``jax.jit`` or ``jax.tree.map``
 """
 
 import dataclasses
-import numbers
 from collections.abc import Callable, Mapping
 
 import flax.linen as nn
@@ -30,6 +29,7 @@ from jaxunlearn.methods._base import (
     Method,
     UnlearnState,
     check_hparam,
+    check_int,
     gradient_method,
     register,
     sgd_tx,
@@ -41,16 +41,6 @@ from jaxunlearn.types import ApplyFn, PyTree
 def _check_callable(name: str, value) -> None:
     if not callable(value):
         raise TypeError(f"`{name}` must be callable, got {type(value).__name__}.")
-
-
-def _check_int(name: str, value, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be an int, got {value!r} of type {type(value).__name__}."
-        )
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}, got {value!r}.")
-    return int(value)
 
 
 def _check_bool(name: str, value) -> bool:
@@ -184,7 +174,7 @@ def _retain_ce(apply_fn):
 
 def _layerwise(apply_fn, k, example_input, tx, lr, momentum, wd, method, **kw):
     _check_callable("apply_fn", apply_fn)
-    k = _check_int("k", k, low=1)
+    k = check_int("k", k, low=1)
     example_input = _check_example_input(example_input, method)
     _check_tx(tx)
     stages = _LastStages(apply_fn, example_input, k, method)
@@ -504,7 +494,7 @@ def unsir(
     """
     _check_callable("apply_fn", apply_fn)
     if num_classes is not None:
-        num_classes = _check_int("num_classes", num_classes, low=2)
+        num_classes = check_int("num_classes", num_classes, low=2)
     if forget_set is None:
         raise ValueError("unsir needs `forget_set` ({'image', 'label'} arrays).")
     if not isinstance(forget_set, Mapping) or not {"image", "label"} <= set(forget_set):
@@ -522,13 +512,13 @@ def unsir(
         raise ValueError(
             f"`forget_set` labels must lie in [0, num_classes={num_classes})."
         )
-    noise_batch = _check_int("noise_batch", noise_batch, low=1)
-    noise_steps = _check_int("noise_steps", noise_steps, low=0)
+    noise_batch = check_int("noise_batch", noise_batch, low=1)
+    noise_steps = check_int("noise_steps", noise_steps, low=0)
     noise_lr = check_hparam("noise_lr", noise_lr, low_open=True)
     noise_l2 = check_hparam("noise_l2", noise_l2)
     impair_fraction = check_hparam("impair_fraction", impair_fraction, high=1.0)
     if impair_steps is not None:
-        impair_steps = _check_int("impair_steps", impair_steps, low=0)
+        impair_steps = check_int("impair_steps", impair_steps, low=0)
     impair_retain = _check_bool("impair_retain", impair_retain)
     _check_tx(tx)
     lr = None
