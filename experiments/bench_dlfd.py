@@ -56,7 +56,9 @@ def _batch(rng, n, hw, num_classes):
     return {"retain": part(), "forget": part()}
 
 
-def bench_step(*, batch_size, hw, widths, perturb_steps, repeats, monitor_size):
+def bench_step(
+    *, batch_size, hw, widths, perturb_steps, repeats, monitor_size, iterations=50
+):
     rng = np.random.default_rng(0)
     model = models.get_model("cnn", 10, widths=widths)
     apply_fn = models.make_apply_fn(model)
@@ -70,7 +72,11 @@ def bench_step(*, batch_size, hw, widths, perturb_steps, repeats, monitor_size):
     cases = {
         "finetune": methods.get("finetune", apply_fn=apply_fn, learning_rate=0.01),
         "dlfd": methods.get(
-            "dlfd", apply_fn=apply_fn, perturb_steps=perturb_steps, dynamic=False
+            "dlfd",
+            apply_fn=apply_fn,
+            perturb_steps=perturb_steps,
+            dynamic=False,
+            sinkhorn_iterations=iterations,
         ),
         "dlfd_with_monitor": methods.get(
             "dlfd",
@@ -80,6 +86,7 @@ def bench_step(*, batch_size, hw, widths, perturb_steps, repeats, monitor_size):
             val_set=val,
             threshold=0.0,
             monitor_size=monitor_size,
+            sinkhorn_iterations=iterations,
         ),
     }
     for name, m in cases.items():
@@ -92,6 +99,7 @@ def bench_step(*, batch_size, hw, widths, perturb_steps, repeats, monitor_size):
         "image": [hw, hw, 1],
         "cnn_widths": list(widths),
         "perturb_steps": perturb_steps,
+        "sinkhorn_iterations": iterations,
         "monitor_size": monitor_size,
         **out,
         "dlfd_over_finetune": ratio,
@@ -101,19 +109,24 @@ def bench_step(*, batch_size, hw, widths, perturb_steps, repeats, monitor_size):
     }
 
 
-def bench_sinkhorn(*, sizes, widths, repeats):
+def bench_sinkhorn(*, sizes, widths, repeats, iterations=50):
     rng = np.random.default_rng(0)
     rows = []
     for n in sizes:
         for d in widths:
             x = jnp.asarray(rng.normal(size=(n, d)).astype(np.float32))
             y = jnp.asarray(rng.normal(size=(n, d)).astype(np.float32))
-            value = jax.jit(lambda a, b: losses.sinkhorn_cost(a, b)[0])
-            grad = jax.jit(jax.grad(lambda a, b: losses.sinkhorn_cost(a, b)[0]))
+
+            def cost(a, b):
+                return losses.sinkhorn_cost(a, b, iterations=iterations)[0]
+
+            value = jax.jit(cost)
+            grad = jax.jit(jax.grad(cost))
             rows.append(
                 {
                     "n": n,
                     "d": d,
+                    "iterations": iterations,
                     "value": _time(value, x, y, repeats=repeats),
                     "grad": _time(grad, x, y, repeats=repeats),
                 }
@@ -131,11 +144,12 @@ def main(argv=None):
             batch_size=8,
             hw=8,
             widths=(4,),
-            perturb_steps=2,
-            repeats=2,
+            perturb_steps=1,
+            repeats=1,
             monitor_size=16,
+            iterations=3,
         )
-        sink = bench_sinkhorn(sizes=(8, 16), widths=(4,), repeats=2)
+        sink = bench_sinkhorn(sizes=(8,), widths=(4,), repeats=1, iterations=3)
     else:
         step = bench_step(
             batch_size=32,

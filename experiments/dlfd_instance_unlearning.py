@@ -181,8 +181,8 @@ def get_config(name: str = "cpu") -> Config:
             train_subsample=None,
             test_subsample=None,
             modes=("group",),
-            model="cnn",
-            model_kwargs={"widths": (8, 8)},
+            model="mlp",
+            model_kwargs={"hidden": (32,)},
             training=train.TrainConfig(epochs=6, batch_size=64, learning_rate=0.05),
             batch_size=32,
             dlfd={

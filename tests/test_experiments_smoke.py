@@ -296,7 +296,7 @@ def test_bench_dlfd_smoke(tmp_path):
     for case in ("finetune", "dlfd", "dlfd_with_monitor"):
         assert step[case]["run_s"] > 0 and step[case]["compile_s"] >= 0
     assert step["dlfd_over_finetune"] > 1  # M extra passes cost something
-    assert {(r["n"], r["d"]) for r in res["sinkhorn"]} == {(8, 4), (16, 4)}
+    assert {(r["n"], r["d"]) for r in res["sinkhorn"]} == {(8, 4)}
 
 
 @pytest.fixture(scope="module")
