@@ -10,6 +10,11 @@ Usage::
    batch is perturbed; and with the monitor on) and through ``finetune``.
    Target: a DLFD step costs at most ``M + 2`` fine-tune steps (M extra
    forward / backward passes plus the forget features and the model step).
+   ``dlfd_rolled`` is the same step with the M sign steps in a loop that is
+   not unrolled (``unroll=False``), which XLA:CPU runs much slower;
+   ``dlfd_with_monitor`` runs the forgetting-score monitor every step (its
+   perturbation then sits in a ``lax.cond``, slow on XLA:CPU) and
+   ``dlfd_with_monitor_select`` the same with ``perturb_branch="select"``.
 2. ``sinkhorn``: ``losses.sinkhorn_cost`` value and gradient for point clouds
    of n = 32 .. 1024 points and widths d = 32 .. 512 (cosine cost, epsilon
    0.01, 50 iterations).
@@ -78,6 +83,14 @@ def bench_step(
             dynamic=False,
             sinkhorn_iterations=iterations,
         ),
+        "dlfd_rolled": methods.get(
+            "dlfd",
+            apply_fn=apply_fn,
+            perturb_steps=perturb_steps,
+            dynamic=False,
+            sinkhorn_iterations=iterations,
+            unroll=False,
+        ),
         "dlfd_with_monitor": methods.get(
             "dlfd",
             apply_fn=apply_fn,
@@ -87,6 +100,17 @@ def bench_step(
             threshold=0.0,
             monitor_size=monitor_size,
             sinkhorn_iterations=iterations,
+        ),
+        "dlfd_with_monitor_select": methods.get(
+            "dlfd",
+            apply_fn=apply_fn,
+            perturb_steps=perturb_steps,
+            forget_set=val,
+            val_set=val,
+            threshold=0.0,
+            monitor_size=monitor_size,
+            sinkhorn_iterations=iterations,
+            perturb_branch="select",
         ),
     }
     for name, m in cases.items():
@@ -104,6 +128,9 @@ def bench_step(
         **out,
         "dlfd_over_finetune": ratio,
         "monitor_overhead": out["dlfd_with_monitor"]["run_s"] / out["dlfd"]["run_s"],
+        "monitor_overhead_select": out["dlfd_with_monitor_select"]["run_s"]
+        / out["dlfd"]["run_s"],
+        "rolled_loop_slowdown": out["dlfd_rolled"]["run_s"] / out["dlfd"]["run_s"],
         "target_ratio": perturb_steps + 2,
         "meets_target": ratio <= perturb_steps + 2,
     }

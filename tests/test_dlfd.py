@@ -310,3 +310,26 @@ def test_bad_arguments_name_themselves(split):
         m.init(v)
     # without dynamic forgetting no monitor data is needed
     methods.get("dlfd", apply_fn=apply_fn, dynamic=False)
+
+
+def test_select_branch_equals_cond_branch(split, compiled):
+    """``perturb_branch="select"`` computes the perturbation and drops it when
+    not needed; the results equal the ``lax.cond`` form's."""
+    kw = dict(switch="latch", monitor_every=1, ce_weight=(0.25, 1.0))
+    kw["select_checkpoint"] = True
+    out = {}
+    for branch in ("cond", "select"):
+        extra = {} if branch == "cond" else {"perturb_branch": "select"}
+        m, step, v, _ = compiled("mlp", **kw, **extra)
+        st = m.init(v, num_steps=4)
+        flags = []
+        for thr in (0.0, 1.0):  # one perturbed step, one skipped
+            st = dataclasses.replace(
+                st, hparams={**st.hparams, "threshold": jnp.float32(thr)}
+            )
+            st, metrics = step(st, _batch(split, pad=4), jax.random.key(5))
+            flags.append(float(metrics["perturbed"]))
+        out[branch] = (st.variables, flags, float(metrics["ot_loss"]))
+    assert out["cond"][1] == out["select"][1] == [1.0, 0.0]
+    chex.assert_trees_all_close(out["cond"][0], out["select"][0], atol=1e-6)
+    assert out["select"][2] == 0.0  # metrics of a skipped perturbation are 0

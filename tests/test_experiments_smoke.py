@@ -293,7 +293,13 @@ def test_bench_dlfd_smoke(tmp_path):
     res = mod.main(["--smoke", "--out", str(out)])
     assert json.load(open(out))["benchmark"] == "bench_dlfd"
     step = res["step"]
-    for case in ("finetune", "dlfd", "dlfd_with_monitor"):
+    for case in (
+        "finetune",
+        "dlfd",
+        "dlfd_rolled",
+        "dlfd_with_monitor",
+        "dlfd_with_monitor_select",
+    ):
         assert step[case]["run_s"] > 0 and step[case]["compile_s"] >= 0
     assert step["dlfd_over_finetune"] > 1  # M extra passes cost something
     assert {(r["n"], r["d"]) for r in res["sinkhorn"]} == {(8, 4)}
