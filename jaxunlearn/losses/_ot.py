@@ -9,6 +9,7 @@ References:
   (DLFD).
 """
 
+import functools
 import math
 import operator
 
@@ -17,9 +18,6 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jax.typing import ArrayLike
-from ott.geometry import costs, pointcloud
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import sinkhorn
 
 COSTS = ("cosine", "sqeuclidean")
 KINDS = ("transport", "regularized", "divergence")
@@ -29,43 +27,57 @@ KINDS = ("transport", "regularized", "divergence")
 _NORM_EPS = 1e-12
 
 
-@jtu.register_pytree_node_class
-class _Cost(costs.CostFn):
-    """``1 - cos(x, y)`` or ``||x - y||^2``, optionally clamped at 0.
+def _unit(x: jax.Array) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + _NORM_EPS)
 
-    ``all_pairs`` is overridden with a matrix product (the default vmaps the
-    pairwise ``__call__``); both agree.
-    """
 
-    def __init__(self, name: str, clamp: bool):
-        super().__init__()
-        self.name = name
-        self.clamp = clamp
+@functools.cache
+def _ott():
+    """ott-jax, imported on first use: importing it pulls in matplotlib and
+    tqdm, which ``import jaxunlearn`` must not (docs/architecture.md)."""
+    from ott.geometry import costs, pointcloud  # noqa: PLC0415
+    from ott.problems.linear import linear_problem  # noqa: PLC0415
+    from ott.solvers.linear import sinkhorn  # noqa: PLC0415
 
-    def _finish(self, c: jax.Array) -> jax.Array:
-        return jnp.maximum(c, 0.0) if self.clamp else c
+    @jtu.register_pytree_node_class
+    class _Cost(costs.CostFn):
+        """``1 - cos(x, y)`` or ``||x - y||^2``, optionally clamped at 0.
 
-    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
-        return self.all_pairs(x[None], y[None])[0, 0]
+        ``all_pairs`` is overridden with a matrix product (the default vmaps the
+        pairwise ``__call__``); both agree.
+        """
 
-    def all_pairs(self, x: jax.Array, y: jax.Array) -> jax.Array:
-        if self.name == "cosine":
-            xn = x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + _NORM_EPS)
-            yn = y * jax.lax.rsqrt(jnp.sum(y * y, -1, keepdims=True) + _NORM_EPS)
-            c = 1.0 - xn @ yn.T
-        else:
-            x2 = jnp.sum(x * x, -1)
-            y2 = jnp.sum(y * y, -1)
-            c = x2[:, None] + y2[None, :] - 2.0 * (x @ y.T)
-        return self._finish(c)
+        def __init__(self, name: str, clamp: bool):
+            super().__init__()
+            self.name = name
+            self.clamp = clamp
 
-    def tree_flatten(self):  # noqa: D102
-        return (), (self.name, self.clamp)
+        def _finish(self, c: jax.Array) -> jax.Array:
+            return jnp.maximum(c, 0.0) if self.clamp else c
 
-    @classmethod
-    def tree_unflatten(cls, aux_data, children):  # noqa: D102
-        del children
-        return cls(*aux_data)
+        def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+            return self.all_pairs(x[None], y[None])[0, 0]
+
+        def all_pairs(self, x: jax.Array, y: jax.Array) -> jax.Array:
+            if self.name == "cosine":
+                xn = x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + _NORM_EPS)
+                yn = y * jax.lax.rsqrt(jnp.sum(y * y, -1, keepdims=True) + _NORM_EPS)
+                c = 1.0 - xn @ yn.T
+            else:
+                x2 = jnp.sum(x * x, -1)
+                y2 = jnp.sum(y * y, -1)
+                c = x2[:, None] + y2[None, :] - 2.0 * (x @ y.T)
+            return self._finish(c)
+
+        def tree_flatten(self):  # noqa: D102
+            return (), (self.name, self.clamp)
+
+        @classmethod
+        def tree_unflatten(cls, aux_data, children):  # noqa: D102
+            del children
+            return cls(*aux_data)
+
+    return _Cost, pointcloud, linear_problem, sinkhorn
 
 
 def _check_mask(where, n: int, name: str) -> jax.Array | None:
@@ -105,6 +117,7 @@ def _safe(points: jax.Array, where: jax.Array | None) -> jax.Array:
 
 
 def _solve(x, y, a, b, cost_fn, epsilon, solver):
+    _, pointcloud, linear_problem, _ = _ott()
     geom = pointcloud.PointCloud(
         x, y, cost_fn=cost_fn, epsilon=epsilon, relative_epsilon=None, scale_cost=1.0
     )
@@ -240,7 +253,8 @@ def sinkhorn_cost(
     y = _safe(y.astype(dtype), where_y)
     a = _weights(where_x, x.shape[0], dtype)
     b = _weights(where_y, y.shape[0], dtype)
-    cost_fn = _Cost(cost, bool(clamp))
+    cost_cls, _, _, sinkhorn = _ott()
+    cost_fn = cost_cls(cost, bool(clamp))
     solver = sinkhorn.Sinkhorn(
         lse_mode=True,
         threshold=threshold,
