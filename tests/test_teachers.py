@@ -106,10 +106,9 @@ def _expected_stats(net, student, images, mask):
     return new["batch_stats"]
 
 
+@pytest.mark.parametrize("net", ["cnn"], indirect=True)  # the model with BatchNorm
 @pytest.mark.parametrize("name,kw", NAME_KW)
 def test_student_batch_stats_come_from_student_forward_only(name, kw, net):
-    if net["kind"] != "cnn":
-        pytest.skip("no BatchNorm in the MLP")
     m = _make(name, net, **kw)
     state = _init(m, net, steps_per_epoch=2)
     # A student unlike the teachers: any teacher forward in training mode, or
