@@ -24,6 +24,7 @@ of repeated calls, each synchronised with ``block_until_ready``).
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -74,44 +75,22 @@ def bench_step(
         "label": rng.integers(0, 10, monitor_size).astype(np.int32),
     }
     out = {}
+    dlfd = functools.partial(
+        methods.get,
+        "dlfd",
+        apply_fn=apply_fn,
+        perturb_steps=perturb_steps,
+        sinkhorn_iterations=iterations,
+    )
+    monitored = functools.partial(
+        dlfd, forget_set=val, val_set=val, threshold=0.0, monitor_size=monitor_size
+    )
     cases = {
         "finetune": methods.get("finetune", apply_fn=apply_fn, learning_rate=0.01),
-        "dlfd": methods.get(
-            "dlfd",
-            apply_fn=apply_fn,
-            perturb_steps=perturb_steps,
-            dynamic=False,
-            sinkhorn_iterations=iterations,
-        ),
-        "dlfd_rolled": methods.get(
-            "dlfd",
-            apply_fn=apply_fn,
-            perturb_steps=perturb_steps,
-            dynamic=False,
-            sinkhorn_iterations=iterations,
-            unroll=False,
-        ),
-        "dlfd_with_monitor": methods.get(
-            "dlfd",
-            apply_fn=apply_fn,
-            perturb_steps=perturb_steps,
-            forget_set=val,
-            val_set=val,
-            threshold=0.0,
-            monitor_size=monitor_size,
-            sinkhorn_iterations=iterations,
-        ),
-        "dlfd_with_monitor_select": methods.get(
-            "dlfd",
-            apply_fn=apply_fn,
-            perturb_steps=perturb_steps,
-            forget_set=val,
-            val_set=val,
-            threshold=0.0,
-            monitor_size=monitor_size,
-            sinkhorn_iterations=iterations,
-            perturb_branch="select",
-        ),
+        "dlfd": dlfd(dynamic=False),
+        "dlfd_rolled": dlfd(dynamic=False, unroll=False),
+        "dlfd_with_monitor": monitored(),
+        "dlfd_with_monitor_select": monitored(perturb_branch="select"),
     }
     for name, m in cases.items():
         st = m.init(v, key=jax.random.key(1), num_steps=100)

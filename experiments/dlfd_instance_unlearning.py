@@ -269,6 +269,7 @@ class _Setup:
             f" {info_r['cache']} ({time.perf_counter() - t:.0f}s);"
             f" sizes {self.split.summary()['sizes']}"
         )
+        self._monitor_scores: dict[int, float] = {}
         self.oracle_time = {
             "original": info_o.get("run_time", 0.0),
             "retrain": info_r.get("run_time", 0.0),
@@ -276,10 +277,14 @@ class _Setup:
 
     def monitor_score(self, seed: int) -> float:
         """The original model's forgetting score on forget vs validation
-        losses (what DLFD's monitor sees; never the test set)."""
-        lf, _ = _losses(self.apply_fn, self.original, self.split.forget)
-        lv, _ = _losses(self.apply_fn, self.original, self.split.val)
-        return ev.forgetting_score(ev.mia_logreg(lf, lv, seed=seed)["accuracy"])
+        losses (what DLFD's monitor sees; never the test set). Computed once
+        per setup, shared by the DLFD rows."""
+        if seed not in self._monitor_scores:
+            lf, _ = _losses(self.apply_fn, self.original, self.split.forget)
+            lv, _ = _losses(self.apply_fn, self.original, self.split.val)
+            acc = ev.mia_logreg(lf, lv, seed=seed)["accuracy"]
+            self._monitor_scores[seed] = ev.forgetting_score(acc)
+        return self._monitor_scores[seed]
 
     def evaluate(self, variables, *, seed: int, figure: bool = False):
         s = self.split

@@ -336,16 +336,19 @@ def dlfd(
 
         grad_total = jax.grad(total, has_aux=True)
 
-        def body(_, carry):
-            noise, _aux = carry
+        def sign_step(noise):
             g, aux = grad_total(noise)
             return noise + hparams["step_size"] * jnp.sign(g), aux
 
+        # The first step outside the loop gives the carry its structure.
         noise0 = jnp.zeros_like(x0)
-        aux0 = jax.eval_shape(lambda n: total(n)[1], noise0)
-        aux0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux0)
+        noise, aux = sign_step(noise0)
         noise, (ot, ce, diag) = jax.lax.fori_loop(
-            0, perturb_steps, body, (noise0, aux0), unroll=unroll
+            1,
+            perturb_steps,
+            lambda _, c: sign_step(c[0]),
+            (noise, aux),
+            unroll=unroll,
         )
         x = x0 + noise
         if clamp is not None:
@@ -355,10 +358,15 @@ def dlfd(
             "perturb_ce": ce,
             "sinkhorn_converged": diag["converged"],
         }
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         if track_ot_grad:
             g_ot = jax.grad(lambda n: terms(n)[0])(noise0)
             metrics["ot_grad_norm"] = optax.tree.norm(g_ot)
         return jax.lax.stop_gradient(x), metrics
+
+    metric_keys = ("ot_loss", "perturb_ce", "sinkhorn_converged") + (
+        ("ot_grad_norm",) if track_ot_grad else ()
+    )
 
     def objective(variables, batch, key, hparams, extra, step):
         r, f = batch["retain"], batch["forget"]
@@ -374,10 +382,7 @@ def dlfd(
             return perturb(variables, r, f, hparams, lam, k_p, train)
 
         def skip():
-            out = jax.eval_shape(do_perturb)
-            return r["image"], jax.tree.map(
-                lambda s: jnp.zeros(s.shape, s.dtype), out[1]
-            )
+            return r["image"], {k: jnp.zeros((), jnp.float32) for k in metric_keys}
 
         if perturb_branch == "cond":
             x, pmetrics = jax.lax.cond(extra["perturb"], do_perturb, skip)
