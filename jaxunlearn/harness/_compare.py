@@ -52,6 +52,13 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
     "bad_teacher": {"learning_rate": 1e-4, "epochs": 3},
     # SCRUB: 2 max-phase epochs; lr 1e-3 (the paper's 5e-4 is too slow here).
     "scrub": {"learning_rate": 1e-2, "epochs": 5, "msteps": 2},
+    # Blend + A-AMU repository baselines. Pruning: its lr 0.04; 10 epochs prune
+    # at epochs 0 and 5 (to 95% of the MLP's kernels). Bad distillation: its
+    # lr 1e-2, T = 2. SSD and Fisher forgetting are one-shot (edit in init).
+    "pruning": {"learning_rate": 0.04, "epochs": 10},
+    "bad_distillation": {"learning_rate": 1e-2, "epochs": 2},
+    "ssd": {"epochs": 1},
+    "fisher": {"epochs": 1},
 }
 
 DEFAULT_METRICS = (

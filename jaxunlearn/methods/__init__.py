@@ -38,6 +38,19 @@ from jaxunlearn.methods._baselines import (
     random_label,
     retrain,
 )
+from jaxunlearn.methods._dc_baselines import (
+    PRUNE_TARGETS,
+    VARIANCE_RULES,
+    bad_distillation,
+    fisher,
+    fisher_diagonal,
+    fisher_noise,
+    prune_schedule,
+    pruning,
+    ssd,
+    ssd_dampen,
+    ssd_importance,
+)
 from jaxunlearn.methods._dlfd import DLFD_REFERENCE_CODE, dlfd, dlfd_selected
 from jaxunlearn.methods._instance_baselines import (
     cf_k,
@@ -63,6 +76,17 @@ from jaxunlearn.methods._svd import scaled_projection, svd, svd_unlearn
 from jaxunlearn.methods._teachers import adam_tx, bad_teacher, scrub
 
 __all__ = [
+    "PRUNE_TARGETS",
+    "VARIANCE_RULES",
+    "bad_distillation",
+    "fisher",
+    "fisher_diagonal",
+    "fisher_noise",
+    "prune_schedule",
+    "pruning",
+    "ssd",
+    "ssd_dampen",
+    "ssd_importance",
     "cf_k",
     "error_maximising_noise",
     "eu_k",
