@@ -358,6 +358,7 @@ def _validate(args: argparse.Namespace):
             forget_set=split.forget,
             retain_set=split.retain,
             val_set=split.val,
+            unseen_set=split.val,
             **recipe,
         )
     return cfg, cache_dir, ds

@@ -37,6 +37,7 @@ def _make(name, apply_fn, model, example, split, **kw):
         forget_set=split.forget,
         retain_set=split.retain,
         val_set=split.val,
+        unseen_set=split.val,
         **kw,
     )
 

@@ -11,6 +11,7 @@ Adding a method: write a factory in its own module that returns
 ``@register("name")`` and import the module here.
 """
 
+from jaxunlearn.methods._aamu import AAMU_REFERENCE_CODE, a_amu, a_cf, a_l1, a_scrub
 from jaxunlearn.methods._base import (
     DRIVERS,
     GradientSpec,
@@ -87,6 +88,11 @@ __all__ = [
     "ssd",
     "ssd_dampen",
     "ssd_importance",
+    "AAMU_REFERENCE_CODE",
+    "a_amu",
+    "a_cf",
+    "a_l1",
+    "a_scrub",
     "cf_k",
     "error_maximising_noise",
     "eu_k",

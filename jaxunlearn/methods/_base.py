@@ -96,6 +96,7 @@ CONTEXT_KWARGS = (
     "forget_set",
     "retain_set",
     "val_set",
+    "unseen_set",
 )
 """Keyword arguments a caller may always pass to :func:`get`; a factory that
 does not take one simply does not receive it. Any other unknown keyword is an
@@ -114,7 +115,7 @@ def get(name: str, **kwargs: Any) -> Method:
 
     The context keywords :data:`CONTEXT_KWARGS` (``apply_fn``, ``num_classes``,
     ``init_fn``, ``forget_classes``, ``example_input``, ``forget_set``,
-    ``retain_set``, ``val_set``) are
+    ``retain_set``, ``val_set``, ``unseen_set``) are
     passed only to factories that take them; every other keyword must be a
     parameter of the factory.
 
