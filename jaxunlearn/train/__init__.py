@@ -7,6 +7,7 @@ pure and un-jitted. One module per job:
   step loop, or replicas one after another), meshes, input validation and
   batched ``predict``;
 * ``_loops``: ``unlearn``, ``fit`` and ``unlearn_replicas`` over the engine;
+* ``_rounds``: sequential deletion requests (``unlearn_rounds``);
 * ``_oracle``: the cached original and retrained models;
 * ``_shadow``: shadow ensembles (``train_models``, LiRA / U-LiRA shadows).
 
@@ -32,6 +33,11 @@ from jaxunlearn.train._loops import (
     unlearn_replicas,
 )
 from jaxunlearn.train._oracle import retrain, train_original
+from jaxunlearn.train._rounds import (
+    RoundsResult,
+    forget_rounds,
+    unlearn_rounds,
+)
 from jaxunlearn.train._shadow import (
     ShadowResult,
     ULiraShadows,
@@ -47,16 +53,19 @@ __all__ = [
     "TrainConfig",
     "UnlearnResult",
     "fit",
+    "forget_rounds",
     "make_mesh",
     "make_optimizer",
     "predict",
     "retrain",
+    "RoundsResult",
     "ShadowResult",
     "train_models",
     "train_original",
     "train_shadow_models",
     "unlearn",
     "unlearn_replicas",
+    "unlearn_rounds",
     "ULiraShadows",
     "ulira_shadows",
 ]
