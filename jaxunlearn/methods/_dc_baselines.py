@@ -16,6 +16,7 @@ References:
 """
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -552,6 +553,7 @@ def bad_distillation(
 # --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16)  # one compiled pass per model and batch size
 def _batch_grad_squares(apply_fn, batch_size: int):
     """``fn(variables, images, labels) -> params-shaped mean over batches of
     (gradient of the batch-mean cross-entropy) ** 2`` (eval mode), jitted."""
@@ -721,6 +723,7 @@ def ssd(
 # --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16)
 def _fisher_fn(apply_fn, batch_size: int):
     """Jitted ``fn(variables, images) -> sum over examples of the expected
     Fisher diagonal sum_y p(y|x) (grad CE(x, y))**2`` (eval mode)."""
