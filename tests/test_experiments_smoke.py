@@ -380,3 +380,20 @@ def test_dlfd_report_only_needs_a_finished_run(tmp_path):
     with pytest.raises(SystemExit) as e:
         mod.main(["--workdir", str(tmp_path / "none"), "--report-only"])
     assert e.value.code == 2
+
+
+def test_bench_aamu_quick(tmp_path):
+    mod = _load("bench_aamu")
+    out = tmp_path / "bench.json"
+    res = mod.main(["--quick", "--out", str(out)])
+    saved = json.load(open(out))
+    assert saved["benchmark"] == "bench_aamu" and saved["quick"]
+    step = res["step"]
+    for case in ("cf", "a_cf"):
+        assert step[case]["run_s"] > 0 and step[case]["compile_s"] >= 0
+    assert step["a_cf_over_cf"] == step["a_cf"]["run_s"] / step["cf"]["run_s"]
+    assert [r["sample_factor"] for r in res["sample_factor"]] == [1]
+    assert all(r["gaussian_mmd2"]["run_s"] > 0 for r in res["mmd"])
+    e2e = res["end_to_end"]
+    assert e2e["estimated"] and e2e["cf_epochs"] == 50 and e2e["a_cf_epochs"] == 1
+    assert e2e["speedup"] == pytest.approx(e2e["cf_s"] / e2e["a_cf_s"])
