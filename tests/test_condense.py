@@ -4,6 +4,10 @@ Tiny shapes (8x8x1 images, width-16 depth-2 extractors); compiled programs are s
 through module-scoped fixtures.
 """
 
+import importlib.util
+import json
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -361,3 +365,22 @@ def test_sample_class_batches_without_replacement():
     assert valid[0].tolist() == [True] * 5 + [False]
     assert sorted(np.asarray(slots[0, :5]).tolist()) == [0, 1, 2, 3, 4]
     assert len(set(np.asarray(slots[1]).tolist())) == 6
+
+
+# --- benchmark smoke ----------------------------------------------------------
+
+
+def test_bench_condense_quick(tmp_path):
+    root = pathlib.Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location(
+        "bench_condense", root / "experiments" / "bench_condense.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "b.json"
+    bench.main(["--quick", "--out", str(out)])
+    res = json.loads(out.read_text())
+    row = res["rows"][0]
+    assert {"blend_vmap", "blend_loop", "blend_vmap_fixed", "dm", "cluster"} <= set(row)
+    assert row["clusters"] == 10 and row["max_abs_diff"]["random"] < 1e-4
+    assert row["blend_vmap"]["compile_s"] > 0 and row["dm"]["run_s"] > 0

@@ -562,29 +562,47 @@ def _run_loop(
     iterations, extractor, batch_size,
 ):  # fmt: skip
     """Cluster by cluster, as the reference code: per-cluster targets and
-    gradients from the same pure functions, accumulated, one step."""
-    # Host lists of per-cluster rows (padded to the common size m, so one
-    # compiled program serves every cluster).
-    x_rows = list(pool[local])  # n x [m, H, W, C]
-    mask_rows = list(mask)
-    seg_rows = list(jnp.where(mask, 0, 1).astype(jnp.int32))  # row-local ids
+    gradients from the same pure functions, accumulated, one step.
+
+    Each cluster's row is cut to a power-of-two bucket (at least 16)
+    covering its real slots, so the loop does not pay for the widest
+    cluster's padding and a handful of compiled programs (one per bucket)
+    serve every cluster.
+    """
+    m = mask.shape[1]
+    mask_np = np.asarray(mask)
+    last = np.array([np.flatnonzero(r).max() + 1 for r in mask_np])
+    buckets = np.minimum(np.maximum(2 ** np.ceil(np.log2(last)).astype(int), 16), m)
+    x_all = pool[local]
+    x_rows = [x_all[c, : buckets[c]] for c in range(n)]
+    mask_rows = [mask[c, : buckets[c]] for c in range(n)]
+    seg_rows = [jnp.where(r, 0, 1).astype(jnp.int32) for r in mask_rows]
     step0 = jnp.zeros((), jnp.int32)
     sample = timer.compile(_sample_jit, key, step0, apply_fn, shape)
     v0 = sample.out_info
-    tg = timer.compile(
-        _targets_jit, v0, x_rows[0], seg_rows[0], apply_fn, 1, batch_size
-    )
-    t0 = tg.out_info
-    t0 = jax.ShapeDtypeStruct(t0.shape[1:], t0.dtype)
-    w0 = jax.ShapeDtypeStruct(state.weights.shape[1:], state.weights.dtype)
-    vg = timer.compile(_cluster_vg_jit, w0, x_rows[0], mask_rows[0], t0, v0, apply_fn)
+    tgs, vgs = {}, {}
+    for c in range(n):
+        b = int(buckets[c])
+        if b in tgs:
+            continue
+        tgs[b] = timer.compile(
+            _targets_jit, v0, x_rows[c], seg_rows[c], apply_fn, 1, batch_size
+        )
+        t0 = tgs[b].out_info
+        t0 = jax.ShapeDtypeStruct(t0.shape[1:], t0.dtype)
+        w0 = jax.ShapeDtypeStruct((b,), state.weights.dtype)
+        vgs[b] = timer.compile(
+            _cluster_vg_jit, w0, x_rows[c], mask_rows[c], t0, v0, apply_fn
+        )
+    tg = [tgs[int(b)] for b in buckets]
+    vg = [vgs[int(b)] for b in buckets]
     zeros = jnp.zeros_like(state.weights)
     sgd = timer.compile(_sgd_jit, state, zeros, lr, mom)
     t = time.perf_counter()
     fixed = None
     if extractor == "fixed":
         variables = sample(key, step0)
-        fixed = [tg(variables, x_rows[c], seg_rows[c])[0] for c in range(n)]
+        fixed = [tg[c](variables, x_rows[c], seg_rows[c])[0] for c in range(n)]
     losses = []
     for _ in range(iterations):
         if extractor == "random":
@@ -594,12 +612,13 @@ def _run_loop(
         w_rows = list(state.weights)
         for c in range(n):
             if fixed is None:
-                target = tg(variables, x_rows[c], seg_rows[c])[0]
+                target = tg[c](variables, x_rows[c], seg_rows[c])[0]
             else:
                 target = fixed[c]
-            loss_c, g_c = vg(w_rows[c], x_rows[c], mask_rows[c], target, variables)
+            w_c = w_rows[c][: buckets[c]]
+            loss_c, g_c = vg[c](w_c, x_rows[c], mask_rows[c], target, variables)
             total = total + loss_c / n
-            grads.append(g_c / n)
+            grads.append(jnp.pad(g_c / n, (0, m - int(buckets[c]))))
         state = sgd(state, jnp.stack(grads), lr, mom)
         losses.append(total)
     jax.block_until_ready(state)
