@@ -75,7 +75,7 @@ def get_config(name: str = "cpu") -> Config:
         )
         cfg = Config(single=base)
         if name == "smoke":
-            cfg = dataclasses.replace(cfg, rounds=2, methods=("cf", "a_cf"))
+            cfg = dataclasses.replace(cfg, rounds=2, methods=("a_cf",))
         return cfg
     raise ValueError(f"unknown config {name!r}; valid: cpu, full, smoke.")
 
