@@ -292,6 +292,23 @@ def a_amu(
     return gradient_method(**fields)
 
 
+# The A-AMU keywords every registered instance takes and forwards to a_amu.
+_OPTIONS = (
+    "weight",
+    "k",
+    "learning_rate",
+    "sample_factor",
+    "class_matched",
+    "relu",
+    "log_input",
+    "bandwidth",
+)
+
+
+def _options(scope: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: scope[name] for name in _OPTIONS}
+
+
 @register("a_cf")
 def a_cf(
     apply_fn: ApplyFn,
@@ -321,14 +338,7 @@ def a_cf(
         forget_set=forget_set,
         unseen_set=unseen_set,
         square="loss",
-        weight=weight,
-        k=k,
-        learning_rate=learning_rate,
-        sample_factor=sample_factor,
-        class_matched=class_matched,
-        relu=relu,
-        log_input=log_input,
-        bandwidth=bandwidth,
+        **_options(locals()),
     )
 
 
@@ -374,14 +384,7 @@ def a_scrub(
         unseen_set=unseen_set,
         square="retain_ce",
         main_weight="gamma",
-        weight=weight,
-        k=k,
-        learning_rate=learning_rate,
-        sample_factor=sample_factor,
-        class_matched=class_matched,
-        relu=relu,
-        log_input=log_input,
-        bandwidth=bandwidth,
+        **_options(locals()),
     )
 
 
@@ -410,12 +413,5 @@ def a_l1(
         forget_set=forget_set,
         unseen_set=unseen_set,
         square="retain_ce",
-        weight=weight,
-        k=k,
-        learning_rate=learning_rate,
-        sample_factor=sample_factor,
-        class_matched=class_matched,
-        relu=relu,
-        log_input=log_input,
-        bandwidth=bandwidth,
+        **_options(locals()),
     )
