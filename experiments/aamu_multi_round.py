@@ -69,7 +69,7 @@ class Config:
 
 
 def get_config(name: str = "cpu") -> Config:
-    if name in ("cpu", "full", "smoke"):
+    if name in ("cpu", "full", "full_svhn", "smoke"):
         base = dataclasses.replace(
             single_round.get_config(name), shadow_models=0, modes=("uniform",)
         )
@@ -77,7 +77,7 @@ def get_config(name: str = "cpu") -> Config:
         if name == "smoke":
             cfg = dataclasses.replace(cfg, rounds=2, methods=("a_cf",))
         return cfg
-    raise ValueError(f"unknown config {name!r}; valid: cpu, full, smoke.")
+    raise ValueError(f"unknown config {name!r}; valid: cpu, full, full_svhn, smoke.")
 
 
 def _rounds(st: single_round.Setup, cfg: Config, seed: int) -> list[np.ndarray]:
@@ -382,7 +382,7 @@ def main(argv=None):
         description=__doc__.split("\n")[0],
         get_config=get_config,
         run=run,
-        presets=("cpu", "full", "smoke"),
+        presets=("cpu", "full", "full_svhn", "smoke"),
         workdir="runs/aamu_multi_round",
         int_overrides={"seeds": "seeds"},
         rebuild=rebuild_report,
