@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import aamu_single_round as single_round  # noqa: E402
 
-from jaxunlearn import condense, harness, models, train  # noqa: E402
+from jaxunlearn import condense, harness, methods, models, train  # noqa: E402
 from jaxunlearn import eval as ev  # noqa: E402
 from jaxunlearn.harness import Claim, UsageError, fmt  # noqa: E402
 
@@ -157,8 +157,14 @@ def _run(cfg: Config, st: single_round.Setup, method: str, blend: bool, seed: in
             )
         return {k: float(v) for k, v in out.items()}
 
+    def make(context):  # the schedule's length depends on the round's retain set
+        kw = single_round.with_schedule(
+            recipe, len(context["retain_set"]["label"]), sc.batch_size, epochs
+        )
+        return methods.get(name, **context, **kw)
+
     res = train.unlearn_rounds(
-        name,
+        make,
         st.original,
         ds,
         rounds,
@@ -166,7 +172,6 @@ def _run(cfg: Config, st: single_round.Setup, method: str, blend: bool, seed: in
         epochs=epochs,
         batch_size=sc.batch_size,
         key=jax.random.key(seed * 1000 + 31),
-        method_kwargs=recipe,
         init_fn=lambda k: models.init(st.model, k, st.example),
         unseen_set=s.val,
         val_set=s.val,
@@ -270,18 +275,30 @@ def _claims(cfg: Config, rows) -> list[Claim]:
             )
     rs = _get(rows, "a_cf", True)
     if rs and len(rs[0]["rounds"]) >= 3:
-        t0 = float(np.mean([r["rounds"][0]["unlearn_time"] for r in rs]))
-        t2 = float(np.mean([r["rounds"][2]["unlearn_time"] for r in rs]))
+        # The paper's per-round runtime: unlearning + Blend, plus the one-off
+        # features + k-means time in round 0 (as its multi-round script adds).
+        def total(r, i):
+            x = r["rounds"][i]
+            return (
+                x["unlearn_time"]
+                + x["condense_time"]
+                + (r["cluster_s"] if i == 0 else 0.0)
+            )
+
+        t0 = float(np.mean([total(r, 0) for r in rs]))
+        t2 = float(np.mean([total(r, 2) for r in rs]))
         change = t2 / t0 - 1.0
+        sizes = [x["train_size"] for x in rs[0]["rounds"]]
         claims.append(
             Claim(
                 "a_cf_blend_round_time_falls",
-                "A-CF + Blend: unlearning time falls from round 0 to round 2",
+                "A-CF + Blend: runtime (unlearning + Blend, + k-means in round 0)"
+                " falls from round 0 to round 2",
                 paper=PAPER["a_cf_blend_round0_to_2_time_change"],
                 ours=f"{change:+.4f} ({t0:.1f}s -> {t2:.1f}s)",
-                threshold="< 0",
-                holds=change < 0,
-                evidence=["rows seed*_a_cf_blend: unlearn_time per round"],
+                threshold="<= -0.302",
+                holds=change <= -0.302,
+                evidence=[f"train-set sizes per round {sizes} (seed 0)"],
             )
         )
     a = _last(rows, "scrub", True, "acc_test")
@@ -311,7 +328,9 @@ def _report(cfg, rows, claims, wall):
         f" {cfg.single.model_kwargs}, seeds {list(cfg.seeds)}; Blend K ="
         f" {cfg.single.ipc}. Backend {jax.default_backend()}; wall {wall:.0f} s."
         " Times: unlearning run time per round (compile excluded); Blend per"
-        " round, k-means once (cluster s). phi MIA: reference score, 50 = ideal.",
+        " round and k-means once (cluster s), wall clock with compilation. phi"
+        " MIA: reference score, 50 = ideal. A-AMU rows: the paper's loss"
+        " transform.",
         "",
     ]
     table_rows = []

@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxunlearn import condense, data, harness, methods, models, train
+from jaxunlearn import condense, data, harness, methods, models, optim, train
 from jaxunlearn import eval as ev
 from jaxunlearn.harness import Claim, UsageError, fmt
 
@@ -55,6 +55,7 @@ PAPER = {
     "blend_reduction": 0.44,
     "blend_overhead": 0.075,
     "retrain_blend_test_drop": {"class": 0.179, "uniform": 0.062},
+    "retrain_blend_time_saving": {"class": 0.757, "uniform": 0.378},
 }
 METHOD_ROWS = (
     "retrain",
@@ -72,7 +73,13 @@ ROWS = ("original", *METHOD_ROWS)
 
 def _recipes(blend: bool) -> dict[str, dict[str, Any]]:
     """Row -> ``method``, ``epochs`` and keywords: the reference code's JSONs
-    (uncondensed; the condensed JSONs where they differ with ``blend``)."""
+    (uncondensed; the condensed JSONs where they differ with ``blend``).
+
+    ``warmup_epochs``: linear warmup then cosine decay of the SGD rate (the
+    reference steps it per epoch; here per step). l1's ``linear_epoch`` decay
+    is ``alpha (1 - e / E)``; the reference's is ``alpha (1 - e / (E - 1))``
+    with no L1 in the last epoch.
+    """
     sgd = {"momentum": 0.9, "weight_decay": 5e-4}
     return {
         "cf": {
@@ -81,11 +88,12 @@ def _recipes(blend: bool) -> dict[str, dict[str, Any]]:
             "learning_rate": 0.04,
             "momentum": 0.502,
             "weight_decay": 0.0014,
+            "warmup_epochs": 5,
         },
         "bad_distillation": {
             "method": "bad_distillation",
             "epochs": 20,
-            "learning_rate": 1e-2,
+            "learning_rate": 5e-3 if blend else 1e-2,
             **({} if blend else {"retain_fraction": 0.623}),
         },
         "l1": {
@@ -102,6 +110,8 @@ def _recipes(blend: bool) -> dict[str, dict[str, Any]]:
             "learning_rate": 5e-3 if blend else 1e-2,
             "msteps": 9 if blend else 5,
             "temperature": 2.0,
+            "forget_weight": 0.2,
+            "warmup_epochs": 5,
             **sgd,
         },
         "pruning": {"method": "pruning", "epochs": 20, "learning_rate": 0.04},
@@ -310,6 +320,27 @@ class Setup:
         return {k: (None if x is None else float(x)) for k, x in out.items()}
 
 
+def with_schedule(recipe, n_retain: int, batch_size: int, epochs: int):
+    """A recipe's method keywords, its ``warmup_epochs`` turned into ``tx``:
+    SGD with linear warmup then cosine decay (the reference's JSONs)."""
+    recipe = dict(recipe)
+    warmup = recipe.pop("warmup_epochs", None)
+    if warmup is None:
+        return recipe
+    steps = -(-n_retain // batch_size)
+    recipe["tx"] = optim.sgd(
+        optim.schedule(
+            recipe.pop("learning_rate"),
+            kind="warmup_cosine",
+            total_steps=epochs * steps,
+            warmup_steps=warmup * steps,
+        ),
+        momentum=recipe.pop("momentum"),
+        weight_decay=recipe.pop("weight_decay"),
+    )
+    return recipe
+
+
 def run_method(cfg: Config, st: Setup, row: str, blend: bool, log_metrics=None):
     """Unlearns with ``row``'s recipe from the original model; returns the
     variables and the timing record."""
@@ -328,6 +359,7 @@ def run_method(cfg: Config, st: Setup, row: str, blend: bool, log_metrics=None):
         recipe = {**_recipes(blend)[row], **cfg.recipes.get(row, {})}
     name = recipe.pop("method")
     epochs = int(recipe.pop("epochs"))
+    recipe = with_schedule(recipe, len(retain["label"]), cfg.batch_size, epochs)
     method = methods.get(
         name,
         apply_fn=st.apply_fn,
@@ -501,74 +533,113 @@ def _claims(cfg: Config, rows) -> list[Claim]:
         claims.append(
             Claim(
                 "blend_reduction",
-                "Blend reduces the retain set by about 44% on average",
+                "Blend reduces the retain set by about 44% on average (over"
+                " this run's modes)",
                 paper=PAPER["blend_reduction"],
                 ours=round(reduction, 4),
-                threshold=">= 0.30 (the paper's average is over its settings)",
-                holds=reduction >= 0.30,
-                evidence=["ratio column (reduced / retain)"],
+                threshold=">= 0.44",
+                holds=reduction >= 0.44,
+                evidence=[
+                    f"{m}: reduced / retain {_mean(rows, m, 'a_cf', True, 'ratio')}"
+                    for m in cfg.modes
+                ],
             )
         )
-        over = []
+        # Overhead: per (mode, seed), condensation time over each method's
+        # unlearning time without Blend, averaged over the methods.
+        per_mode, detail = [], []
         for mode in cfg.modes:
-            cond = [r["condense_s"] for r in infos if r["mode"] == mode]
-            full = [
-                r["time"]
-                for r in rows
-                if r["mode"] == mode and not r["blend"] and r["method"] != "original"
-            ]
-            if cond and full:
-                over.append(float(np.mean(cond)) / float(np.sum(full)))
-        if over:
-            overhead = float(np.mean(over))
+            for seed in cfg.seeds:
+                cond = [
+                    r["condense_s"]
+                    for r in infos
+                    if r["mode"] == mode and r["seed"] == seed
+                ]
+                times = {
+                    r["method"]: r["time"]
+                    for r in rows
+                    if r["mode"] == mode
+                    and r["seed"] == seed
+                    and not r["blend"]
+                    and r["method"] in cfg.blend_rows
+                    and r.get("time")
+                }
+                if cond and times:
+                    ratios = {m: cond[0] / t for m, t in times.items()}
+                    per_mode.append(float(np.mean(list(ratios.values()))))
+                    detail.append(
+                        f"{mode} seed {seed}: condense {cond[0]:.1f} s; "
+                        + ", ".join(f"{m} {v:.2f}" for m, v in ratios.items())
+                    )
+        if per_mode:
+            overhead = float(np.mean(per_mode))
             claims.append(
                 Claim(
                     "blend_overhead",
-                    "Blend's condensation overhead is about 7.5% (of the"
-                    " methods' unlearning time without it)",
+                    "Blend's condensation overhead is about 7.5% (condensation"
+                    " time, compile included, over a method's unlearning time"
+                    " without Blend; mean over methods)",
                     paper=PAPER["blend_overhead"],
                     ours=round(overhead, 4),
                     threshold="<= 0.075",
                     holds=overhead <= 0.075,
-                    evidence=["condense_s vs the time column"],
+                    evidence=detail,
                 )
             )
-        saves = []
+        saves, detail = [], []
         for mode in cfg.modes:
             for m in cfg.blend_rows:
                 a = _mean(rows, mode, m, False, "time")
                 b = _mean(rows, mode, m, True, "time")
                 if a and b is not None and m in cfg.rows:
                     saves.append(1.0 - b / a)
+                    detail.append(f"{mode} {m}: {a:.1f} s -> {b:.1f} s")
         if saves:
             claims.append(
                 Claim(
                     "blend_time_saving",
-                    "Unlearning on the Blend-reduced set is faster (mean relative"
-                    " time saving over methods and modes)",
-                    paper="-76.82% / -51.83% end-to-end with A-AMU",
-                    ours=f"{np.mean(saves):+.1%} (min {min(saves):+.1%})",
-                    threshold="mean saving > 0",
-                    holds=float(np.mean(saves)) > 0,
-                    evidence=["time with / without Blend per row"],
+                    "Every method unlearns faster on the Blend-reduced set"
+                    " (relative time saving, min over methods and modes)",
+                    paper="e.g. SVHN class-wise pruning 647.4 s -> 23.7 s",
+                    ours=f"min {min(saves):+.1%}, mean {np.mean(saves):+.1%}",
+                    threshold="min saving > 0",
+                    holds=min(saves) > 0,
+                    evidence=detail,
                 )
             )
         for mode in cfg.modes:
             a = _mean(rows, mode, "retrain", False, "acc_test")
             b = _mean(rows, mode, "retrain", True, "acc_test")
+            ta = _mean(rows, mode, "retrain", False, "time")
+            tb = _mean(rows, mode, "retrain", True, "time")
             if a is not None and b is not None:
                 drop = a - b
                 paper = PAPER["retrain_blend_test_drop"][mode]
                 claims.append(
                     Claim(
                         f"retrain_blend_drop_{mode}",
-                        f"{mode}: retraining on the Blend-reduced set costs test"
-                        " accuracy (paper CIFAR-10 drop)",
+                        f"{mode}: retraining on the Blend-reduced set loses no"
+                        " more test accuracy than in the paper (CIFAR-10)",
                         paper=paper,
                         ours=round(drop, 4),
-                        threshold=f"drop <= {paper} (no worse than the paper's)",
+                        threshold=f"drop <= {paper}",
                         holds=drop <= paper,
                         evidence=[f"rows {mode}_*_retrain(_blend)"],
+                    )
+                )
+            if ta and tb is not None:
+                save = 1.0 - tb / ta
+                paper = PAPER["retrain_blend_time_saving"][mode]
+                claims.append(
+                    Claim(
+                        f"retrain_blend_time_{mode}",
+                        f"{mode}: retraining on the Blend-reduced set saves time"
+                        " (paper CIFAR-10)",
+                        paper=paper,
+                        ours=round(save, 4),
+                        threshold=f">= {paper}",
+                        holds=save >= paper,
+                        evidence=[f"retrain {ta:.1f} s -> {tb:.1f} s"],
                     )
                 )
     return claims
@@ -598,7 +669,10 @@ def _report(cfg, rows, claims, wall) -> list[str]:
         " unlearning (compile excluded); condensation (features + k-means +"
         " Blend) apart. LiRA AUC: 0.5 = ideal. phi MIA: the reference code's"
         " score (x100, 50 = ideal). ACC test: test classes retained (class mode)"
-        " or all (uniform).",
+        " or all (uniform). The A-AMU rows use the paper's loss transform"
+        " (sigmoid soft CDF, plain losses), not the reference code's"
+        " (methods.AAMU_REFERENCE_CODE). Condensation time is wall clock with"
+        " its compilation.",
         "",
     ]
     for mode in cfg.modes:

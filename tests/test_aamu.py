@@ -233,6 +233,17 @@ def test_a_scrub_max_steps_carry_no_mmd_and_min_steps_square_ce(digits_class_spl
     assert float(ma["max_step"]) == 1.0 and float(mb["max_step"]) == 1.0
     # a max step: the base loss (-KL) unchanged, no MMD term
     np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-6)
+    # the reference code's forget steps minimise -0.2 KL: forget_weight
+    sw = base.init(v, steps_per_epoch=4, hparams={"forget_weight": 0.2})
+    _, mw = b_step(sw, batch, key)
+    np.testing.assert_allclose(mw["loss"], 0.2 * mb["loss"], rtol=1e-6)
+    assert float(
+        methods.get(
+            "a_scrub", apply_fn=apply_fn, forget_set=forget, unseen_set=split.val
+        )
+        .init(v)
+        .hparams["forget_weight"]
+    ) == pytest.approx(0.2)
     sa = dataclasses.replace(sa, step=jnp.int32(1))
     sb = dataclasses.replace(sb, step=jnp.int32(1))
     _, ma = a_step(sa, batch, key)

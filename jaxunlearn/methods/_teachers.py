@@ -267,6 +267,7 @@ def scrub(
     gamma: float | None = None,
     msteps: int = 2,
     temperature: float | None = None,
+    forget_weight: float = 1.0,
     variant: str = "original",
     tx: optax.GradientTransformation | None = None,
     learning_rate: float = 5e-4,
@@ -339,6 +340,9 @@ def scrub(
       msteps: number of epochs (int >= 0) with max steps. Default 2.
       temperature: distillation temperature (> 0), sweepable. Default 4
         (original), 1 (dlfd_code).
+      forget_weight: scale (>= 0, sweepable) of the max step's loss: 1 in
+        Kurmanji et al.'s code, 0.2 in the Blend + A-AMU repository's SCRUB
+        and A-SCRUB (``-0.2 * KL``).
       variant: ``"original"`` or ``"dlfd_code"`` (see :data:`VARIANTS`).
       tx, learning_rate, momentum, weight_decay: the optimiser (default SGD
         with coupled weight decay, sweepable rate; defaults from the SCRUB
@@ -423,6 +427,7 @@ def scrub(
         def max_step(variables):
             ce, kl, variables = terms(variables, batch["forget"], key, hparams, extra)
             loss = -kl if original else -(hparams["gamma"] * ce + hparams["alpha"] * kl)
+            loss = hparams["forget_weight"] * loss
             metrics = {"forget_kl": kl, "retain_ce": zero, "retain_kl": zero}
             return loss, (variables, metrics)
 
@@ -464,7 +469,12 @@ def scrub(
         loss_fn,
         tx,
         learning_rate=lr,
-        hparams={"alpha": alpha, "gamma": gamma, "temperature": temperature},
+        hparams={
+            "alpha": alpha,
+            "gamma": gamma,
+            "temperature": temperature,
+            "forget_weight": check_hparam("forget_weight", forget_weight),
+        },
         make_extra=lambda v: {"teacher": v},
         init_hook=init_hook,
     )
