@@ -438,6 +438,9 @@ def _rows(cfg: Config, rd, workdir: str, log, report_only: bool):
                         )
                     out = {**extra, **st.evaluate(v)}
                     out["wall_s"] = time.perf_counter() - t
+                    # 1-minute load average when the row finished: times of
+                    # rows computed under different loads do not compare.
+                    out["loadavg"] = os.getloadavg()[0]
                     log(
                         f"[aamu] {name}: test {fmt(out['acc_test'])} forget"
                         f" {fmt(out['acc_forget'])} LiRA {fmt(out.get('lira_auc'))}"
