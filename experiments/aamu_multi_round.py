@@ -22,7 +22,6 @@ those of ``aamu_single_round.py``.
 """
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -394,22 +393,9 @@ def run(cfg: Config, workdir: str, *, log=print, report_only: bool = False):
     return harness.finish(rd, claims, wall_time_s=wall, paper=PAPER, rows=rows)
 
 
-def _config_from_json(c: dict[str, Any]) -> Config:
-    c = dict(c)
-    c["single"] = single_round._config_from_json(c["single"])
-    for k in ("methods", "blend", "seeds"):
-        c[k] = tuple(c[k])
-    known = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in c.items() if k in known})
-
-
 def rebuild_report(workdir: str) -> dict[str, Any]:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise UsageError(f"{path} does not exist: run the experiment first.")
-    with open(path) as f:
-        cfg = _config_from_json(json.load(f))
-    return run(cfg, workdir, report_only=True)
+    """Re-renders report.md / results.json from the finished rows (no training)."""
+    return run(harness.load_config(workdir, Config), workdir, report_only=True)
 
 
 def main(argv=None):

@@ -34,7 +34,6 @@ paper's recipe; for accelerators) and ``smoke`` (digits, seconds).
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any
@@ -870,23 +869,9 @@ def run(
     )
 
 
-def _config_from_json(c: dict[str, Any]) -> Config:
-    c = dict(c)
-    c["training"] = train.TrainConfig(**c["training"])
-    for k in ("modes", "rows", "seeds"):
-        c[k] = tuple(c[k])
-    known = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in c.items() if k in known})
-
-
 def rebuild_report(workdir: str) -> dict[str, Any]:
     """Re-renders report.md / results.json from the finished rows (no training)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise UsageError(f"{path} does not exist: run the experiment first.")
-    with open(path) as f:
-        cfg = _config_from_json(json.load(f))
-    return run(cfg, workdir, report_only=True)
+    return run(harness.load_config(workdir, Config), workdir, report_only=True)
 
 
 def main(argv=None):

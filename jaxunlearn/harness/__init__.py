@@ -13,11 +13,20 @@ none of those imports the harness.
 """
 
 from jaxunlearn.harness._claims import Claim, render_claims
-from jaxunlearn.harness._driver import UsageError, driver_main, finish, parse_ints
+from jaxunlearn.harness._driver import (
+    UsageError,
+    config_from_json,
+    driver_main,
+    finish,
+    load_config,
+    parse_ints,
+)
 from jaxunlearn.harness._run import RunDir, device_info, to_json
 from jaxunlearn.harness._tables import fmt, row_flag, table
 
 __all__ = [
+    "config_from_json",
+    "load_config",
     "Claim",
     "UsageError",
     "driver_main",

@@ -3,7 +3,11 @@ record it ends with, and its command line (presets, overrides, one-line
 errors with exit status 2, the claims summary)."""
 
 import argparse
+import dataclasses
+import json
+import os
 import sys
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +38,50 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
             f"--{option} must be comma-separated integers, got {text!r}."
         ) from None
     return out
+
+
+def config_from_json(cls: type, data: Mapping[str, Any]) -> Any:
+    """Rebuilds the config dataclass ``cls`` from its ``config.json`` form.
+
+    Keys ``cls`` does not have are dropped (a config written by an older
+    driver still loads); tuple-typed fields come back as tuples and
+    dataclass-typed fields (a ``train.TrainConfig``, a nested driver config)
+    are rebuilt recursively.
+
+    >>> @dataclasses.dataclass
+    ... class C:
+    ...     seeds: tuple[int, ...] = (0,)
+    ...     name: str = "x"
+    >>> config_from_json(C, {"seeds": [1, 2], "gone": 3})
+    C(seeds=(1, 2), name='x')
+    """
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, kind = data[f.name], hints.get(f.name)
+        if dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
+            value = config_from_json(kind, value)
+        elif (kind is tuple or typing.get_origin(kind) is tuple) and isinstance(
+            value, list
+        ):
+            value = tuple(value)
+        out[f.name] = value
+    return cls(**out)
+
+
+def load_config(workdir: str, cls: type) -> Any:
+    """The config of a finished run in ``workdir`` (for ``--report-only``).
+
+    Raises:
+      UsageError: the workdir has no ``config.json``.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise UsageError(f"{path} does not exist: run the experiment first.")
+    with open(path) as f:
+        return config_from_json(cls, json.load(f))
 
 
 def finish(
