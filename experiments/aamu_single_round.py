@@ -192,13 +192,6 @@ def get_config(name: str = "cpu") -> Config:
     raise ValueError(f"unknown config {name!r}; valid: cpu, full, full_svhn, smoke.")
 
 
-def _subsample(part, n, seed):
-    if not n or n >= len(part["label"]):
-        return dict(part)
-    keep = np.sort(np.random.default_rng(seed).choice(len(part["label"]), n, False))
-    return {k: v[keep] for k, v in part.items()}
-
-
 class Setup:
     """Split, model, oracle models, shadows and the clustering of one
     (mode, seed); built lazily, cached on disk where training is involved."""
@@ -208,8 +201,8 @@ class Setup:
         ds = data.load(cfg.dataset, data_dir=cfg.data_dir)
         ds = {
             **ds,
-            "train": _subsample(ds["train"], cfg.train_subsample, seed),
-            "test": _subsample(ds["test"], cfg.test_subsample, seed + 1),
+            "train": data.subsample(ds["train"], cfg.train_subsample, seed),
+            "test": data.subsample(ds["test"], cfg.test_subsample, seed + 1),
         }
         if mode == "class":
             c = int(np.random.default_rng(seed).integers(0, 10))

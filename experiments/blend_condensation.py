@@ -138,21 +138,14 @@ def get_config(name: str = "cpu") -> Config:
     raise ValueError(f"unknown config {name!r}; valid: cpu, full, smoke.")
 
 
-def _subsample(part, n, seed):
-    if not n or n >= len(part["label"]):
-        return dict(part)
-    keep = np.sort(np.random.default_rng(seed).choice(len(part["label"]), n, False))
-    return {k: v[keep] for k, v in part.items()}
-
-
 class _Data:
     """The (seed's) training and test sets, standardised per channel with the
     training set's mean and std (the condensation literature's inputs)."""
 
     def __init__(self, cfg: Config, seed: int):
         ds = data.load(cfg.dataset, data_dir=cfg.data_dir)
-        tr = _subsample(ds["train"], cfg.train_subsample, seed)
-        te = _subsample(ds["test"], cfg.test_subsample, seed + 1)
+        tr = data.subsample(ds["train"], cfg.train_subsample, seed)
+        te = data.subsample(ds["test"], cfg.test_subsample, seed + 1)
         x = np.asarray(tr["image"], np.float32)
         mean = x.mean(axis=(0, 1, 2), keepdims=True)
         std = x.std(axis=(0, 1, 2), keepdims=True) + 1e-8

@@ -104,13 +104,6 @@ def get_config(name: str = "cpu") -> Config:
     raise ValueError(f"unknown config {name!r}; valid: cpu, full, smoke.")
 
 
-def _subsample(part, n, seed):
-    if not n or n >= len(part["label"]):
-        return part
-    keep = np.sort(np.random.default_rng(seed).choice(len(part["label"]), n, False))
-    return {k: v[keep] for k, v in part.items()}
-
-
 def _scores(cfg, name, f1, f2, key):
     return np.asarray(
         select.score(
@@ -128,8 +121,8 @@ def run_seed(
     cfg: Config, seed: int, workdir: str, log=print, rd=None
 ) -> dict[str, Any]:
     ds = data.load(cfg.dataset, data_dir=cfg.data_dir)
-    pool = _subsample(ds["train"], cfg.train_subsample, seed)
-    test = _subsample(ds["test"], cfg.test_subsample, seed + 1)
+    pool = data.subsample(ds["train"], cfg.train_subsample, seed)
+    test = data.subsample(ds["test"], cfg.test_subsample, seed + 1)
     num_classes = ds["num_classes"]
     model = models.get_model(cfg.model, num_classes, **cfg.model_kwargs)
     apply_fn = models.make_apply_fn(model)

@@ -213,13 +213,6 @@ def get_config(name: str = "cpu") -> Config:
     raise ValueError(f"unknown config {name!r}; valid: cpu, full, smoke.")
 
 
-def _subsample(part, n, seed):
-    if not n or n >= len(part["label"]):
-        return dict(part)
-    keep = np.sort(np.random.default_rng(seed).choice(len(part["label"]), n, False))
-    return {k: v[keep] for k, v in part.items()}
-
-
 def _losses(apply_fn, variables, part):
     logits = train.predict(apply_fn, variables, part["image"])
     return np.asarray(ev.per_example_loss(logits, part["label"])), logits
@@ -244,8 +237,8 @@ class _Setup:
         ds = data.load(cfg.dataset, data_dir=cfg.data_dir)
         ds = {
             **ds,
-            "train": _subsample(ds["train"], cfg.train_subsample, seed),
-            "test": _subsample(ds["test"], cfg.test_subsample, seed + 1),
+            "train": data.subsample(ds["train"], cfg.train_subsample, seed),
+            "test": data.subsample(ds["test"], cfg.test_subsample, seed + 1),
         }
         kw = {"forget_fraction": cfg.forget_fraction}
         if mode == "group":

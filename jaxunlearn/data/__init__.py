@@ -23,6 +23,7 @@ from jaxunlearn.data._splits import (
     group_split,
     random_split,
     split,
+    subsample,
 )
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "padded_batches",
     "random_split",
     "split",
+    "subsample",
     "subset_epoch_indices",
 ]

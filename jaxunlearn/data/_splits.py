@@ -377,6 +377,23 @@ def group_split(
 # Helpers.
 
 
+def subsample(part: dict, n: int | None, seed: int) -> dict:
+    """A seeded random subset of ``n`` examples of ``part``, in index order.
+
+    ``part`` maps names to arrays of one length (``{"image", "label"}``);
+    ``n`` None, 0 or at least the size returns every example.
+
+    >>> import numpy as np
+    >>> subsample({"label": np.arange(10)}, 3, seed=0)["label"].tolist()
+    [5, 6, 9]
+    """
+    size = len(part["label"])
+    if not n or n >= size:
+        return dict(part)
+    keep = np.sort(np.random.default_rng(seed).choice(size, n, False))
+    return {k: v[keep] for k, v in part.items()}
+
+
 def _round(x: float) -> int:
     """Rounds half up (Python's ``round`` rounds half to even)."""
     return int(math.floor(x + 0.5))
