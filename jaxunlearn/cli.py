@@ -34,9 +34,11 @@ from jaxunlearn.harness._compare import (  # noqa: F401
     DEFAULT_METRICS,
     DEFAULT_RECIPES,
     TABLE,
+    TUNE_FACTORS,
     CompareConfig,
     compare,
     rows_table,
+    tune,
 )
 
 
@@ -210,6 +212,13 @@ def _validate(args: argparse.Namespace):
                     f" (got --mode {args.mode})",
                 )
 
+    tuning = args.command == "tune" or getattr(args, "tune", False)
+    if args.command == "tune":  # a sweep evaluates nothing beyond its rule
+        args.metrics, args.shadow_models = "accuracy", 0
+    elif not args.tune:
+        for option in ("grid", "select"):
+            if getattr(args, option) is not None:
+                raise UsageError(f"--{option}", "applies only with --tune")
     valid_metrics = ev.metric_names()
     metrics_given = args.metrics is not None
     metric_list = (
@@ -318,6 +327,11 @@ def _validate(args: argparse.Namespace):
         shadow_models=args.shadow_models,
         num_devices=args.num_devices,
         standardize=args.standardize,
+        tune=bool(tuning),
+        tune_grids=_parse_grid(args.grid, names) if tuning else {},
+        tune_select=_parse_select(args.select)
+        if tuning
+        else CompareConfig().tune_select,
     )
 
     try:
@@ -344,9 +358,16 @@ def _validate(args: argparse.Namespace):
     model = _library_check("--model", models.get_model, cfg.model, split.num_classes)
     apply_fn = models.make_apply_fn(model)
     example = split.retain["image"][:1]
+    variables = models.init(model, jax.random.key(0), example) if tuning else None
+    # A grid given once for every method applies where its names are sweepable.
+    shared_grid = None
+    if tuning and args.grid is not None and len(cfg.tune_grids) == len(names):
+        first = cfg.tune_grids[names[0]]
+        if all(cfg.tune_grids[n] is first for n in names):
+            shared_grid = first
     for n in names:
         recipe = {k: v for k, v in recipes.get(n, {}).items() if k != "epochs"}
-        _library_check(
+        method = _library_check(
             "--method-config" if n in configured else "--methods",
             methods.get,
             n,
@@ -361,23 +382,74 @@ def _validate(args: argparse.Namespace):
             unseen_set=split.val,
             **recipe,
         )
+        if n in cfg.tune_grids:
+            sweepable = sorted(jax.eval_shape(method.init, variables).hparams)
+            unknown = sorted(set(cfg.tune_grids[n]) - set(sweepable))
+            if unknown and shared_grid:  # this method keeps its default grid
+                del cfg.tune_grids[n]
+            elif unknown:
+                raise UsageError(
+                    "--grid",
+                    f"{n}: {unknown} are not sweepable hyperparameters; {n} has"
+                    f" {sweepable}",
+                )
+    if shared_grid and not cfg.tune_grids:
+        raise UsageError(
+            "--grid",
+            f"none of {list(names)} has all of {sorted(shared_grid)} among its"
+            " sweepable hyperparameters",
+        )
     return cfg, cache_dir, ds
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="jaxunlearn", description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--version",
-        action="version",
-        version=f"%(prog)s {_version()}",
-        help="print the version and exit",
-    )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    c = sub.add_parser(
-        "compare",
-        help="train, unlearn with several methods, evaluate",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
-    )
+def _parse_grid(text: str | None, names) -> dict[str, dict[str, list[float]]]:
+    """``--grid`` JSON -> ``{method: {hparam: [values]}}`` (checked)."""
+    if text is None:
+        return {}
+    try:
+        grid = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError("--grid", f"invalid JSON: {e}") from None
+    if not isinstance(grid, dict) or not grid:
+        raise UsageError(
+            "--grid", "expected a JSON object, e.g. '{\"learning_rate\": [0.01, 0.1]}'"
+        )
+    if all(k in names for k in grid):  # per method
+        per = grid
+        if not all(isinstance(v, dict) for v in per.values()):
+            raise UsageError("--grid", "per-method grids must be JSON objects")
+    elif any(k in methods.names() for k in grid):
+        bad = [k for k in grid if k in methods.names() and k not in names]
+        raise UsageError(
+            "--grid", f"grids for {bad or list(grid)}, which --methods does not select"
+        )
+    else:
+        per = {n: grid for n in names}
+    for g in per.values():
+        _library_check("--grid", train.grid_points, g)
+    parsed = {
+        k: {h: [float(x) for x in v] for h, v in g.items()} for k, g in per.items()
+    }
+    if per is not grid:  # one grid for every method: share the same object
+        one = next(iter(parsed.values()))
+        parsed = {n: one for n in parsed}
+    return parsed
+
+
+def _parse_select(text: str | None) -> dict[str, float]:
+    """``--select`` JSON -> selection-rule weights (checked)."""
+    if text is None:
+        return CompareConfig().tune_select
+    try:
+        weights = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError("--select", f"invalid JSON: {e}") from None
+    rule = _library_check("--select", train.SelectionRule, weights=weights)
+    return {k: float(v) for k, v in rule.weights.items()}
+
+
+def _add_job_args(c: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``compare`` and ``tune`` (data, model, recipes)."""
     d = CompareConfig()
     c.add_argument(
         "--dataset",
@@ -426,25 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
         f" methods need --mode class); from {list(methods.names())}",
     )
     c.add_argument(
-        "--metrics",
-        default=None,
-        help=f"comma-separated, from {list(ev.metric_names())} (default: all of them)"
-        if set(d.metrics) == set(ev.metric_names())
-        else f"comma-separated, from {list(ev.metric_names())}"
-        f" (default: {','.join(d.metrics)})",
-    )
-    c.add_argument(
         "--seeds",
         type=_parse_seeds,
         default=d.seeds,
         help="comma-separated seeds >= 0; several give mean ± std (default: 0)",
-    )
-    c.add_argument(
-        "--shadow-models",
-        type=_int_at_least(0),
-        default=d.shadow_models,
-        help="shadow models for LiRA / RMIA: >= 2, or 0 to disable them"
-        " (default: %(default)s)",
     )
     c.add_argument(
         "--epochs",
@@ -489,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--workdir",
-        default="runs/compare",
+        default=f"runs/{c.prog.split()[-1]}",
         help="output directory; finished rows there are resumed (default: %(default)s)",
     )
     c.add_argument(
@@ -500,7 +557,78 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--no-progress", action="store_true", help="do not show progress bars"
     )
+
+
+def _add_tune_args(c: argparse.ArgumentParser, *, flag: bool) -> None:
+    """The sweep options of ``tune`` (and of ``compare --tune``)."""
+    if flag:
+        c.add_argument(
+            "--tune",
+            action="store_true",
+            help="choose each method's hyperparameters first by a vmapped sweep"
+            " against the retrained model on the val split (see `tune`)",
+        )
+    c.add_argument(
+        "--grid",
+        default=None,
+        help="JSON grid: {hparam: [values]} for every selected method, or"
+        " {method: {hparam: [values]}}; default: the recipe's learning rate"
+        f" times {list(TUNE_FACTORS)}",
+    )
+    c.add_argument(
+        "--select",
+        default=None,
+        help="JSON weights of the selection rule's gaps to the retrained model,"
+        ' e.g. \'{"forget": 1, "privacy": 2}\' (terms: retain, forget,'
+        " heldout, privacy; default: all 1)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="jaxunlearn", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {_version()}",
+        help="print the version and exit",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    c = sub.add_parser(
+        "compare",
+        help="train, unlearn with several methods, evaluate",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
+    )
+    _add_job_args(c)
+    d = CompareConfig()
+    c.add_argument(
+        "--metrics",
+        default=None,
+        help=f"comma-separated, from {list(ev.metric_names())} (default: all of them)"
+        if set(d.metrics) == set(ev.metric_names())
+        else f"comma-separated, from {list(ev.metric_names())}"
+        f" (default: {','.join(d.metrics)})",
+    )
+    c.add_argument(
+        "--shadow-models",
+        type=_int_at_least(0),
+        default=d.shadow_models,
+        help="shadow models for LiRA / RMIA: >= 2, or 0 to disable them"
+        " (default: %(default)s)",
+    )
     c.add_argument("--no-plots", action="store_true", help="do not draw the figures")
+    _add_tune_args(c, flag=True)
+    t = sub.add_parser(
+        "tune",
+        help="sweep each method's hyperparameters as one vmapped program and"
+        " select against the retrained model",
+        description="Trains (or loads) the original and retrained models, runs"
+        " every point of each method's grid as one vmapped program, scores each"
+        " against the retrained model on the val split (never the test split)"
+        " by a declared rule, and writes tune.json (every point, the winners)"
+        " and report.md.",
+    )
+    _add_job_args(t)
+    _add_tune_args(t, flag=False)
     return p
 
 
@@ -521,6 +649,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
+    if args.command == "tune":
+        record = tune(
+            cfg,
+            args.workdir,
+            cache_dir=cache_dir,
+            progress=not args.no_progress,
+            dataset=ds,
+        )
+        print(record["table"])
+        print(
+            f"\nselected: {json.dumps(record['selected'])}\nwrote"
+            f" {args.workdir}/{{tune.json,report.md}}"
+            f" ({time.perf_counter() - t0:.1f}s)"
+        )
+        return 0
     results = compare(
         cfg,
         args.workdir,

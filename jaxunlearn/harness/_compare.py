@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxunlearn import data, methods, models, train
+from jaxunlearn import cache, data, methods, models, train
 from jaxunlearn import eval as ev
 from jaxunlearn.harness._run import RunDir
 from jaxunlearn.harness._tables import row_flag, table
@@ -91,6 +91,7 @@ TABLE = (
     ("LiRA AUC", "lira_auc", ".4f"),
     ("time_s", "time", ".2f"),
     ("compile_s", "compile_time", ".2f"),
+    ("tuned", "tuned_text", "s"),
 )
 
 # Accuracy on the retained data within this of chance: the method collapsed.
@@ -122,6 +123,68 @@ class CompareConfig:
     shadow_models: int = 16
     num_devices: int = 1
     standardize: bool = False
+    # --tune: each method's sweepable hyperparameters are chosen first by a
+    # vmapped sweep (train.sweep) against the retrained model on the val split.
+    tune: bool = False
+    tune_grids: dict[str, dict[str, list[float]]] = dataclasses.field(
+        default_factory=dict
+    )
+    tune_select: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {t: 1.0 for t in train.SelectionRule().weights}
+    )
+
+
+# Default tuning grid: the recipe's learning rate times these factors.
+TUNE_FACTORS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+# Config fields that only matter (and only enter a row's key) when tuning.
+_TUNE_FIELDS = ("tune", "tune_grids", "tune_select")
+
+
+def tune_grid(
+    name: str, method: methods.Method, variables: Any, cfg: CompareConfig
+) -> dict[str, list[float]] | None:
+    """The grid ``compare --tune`` / ``jaxunlearn tune`` sweeps for ``name``.
+
+    ``cfg.tune_grids[name]`` when given; else the method's learning rate
+    (from its recipe, or its default) times :data:`TUNE_FACTORS`; None when
+    the method has no sweepable learning rate (one-shot edits such as ``svd``).
+    """
+    if name in cfg.tune_grids:
+        return {k: [float(x) for x in v] for k, v in cfg.tune_grids[name].items()}
+    hp = jax.eval_shape(method.init, variables).hparams
+    if "learning_rate" not in hp:
+        return None
+    lr = cfg.recipes.get(name, {}).get("learning_rate")
+    if lr is None:
+        lr = float(method.init(variables).hparams["learning_rate"])
+    return {"learning_rate": [float(f"{lr * f:.6g}") for f in TUNE_FACTORS]}
+
+
+def tune_method(
+    name, method, split, original, retrained, apply_fn, cfg, *, epochs, key,
+    progress=False,
+) -> train.SweepResult | None:  # fmt: skip
+    """Runs the sweep of one method (None: nothing to tune)."""
+    grid = tune_grid(name, method, original, cfg)
+    if grid is None:
+        return None
+    mesh = None
+    if cfg.num_devices > 1:
+        mesh = train.make_mesh(cfg.num_devices, axis="replica")
+    return train.sweep(
+        method,
+        grid,
+        split,
+        variables=original,
+        retrained=retrained,
+        apply_fn=apply_fn,
+        epochs=epochs,
+        batch_size=cfg.unlearn_batch_size,
+        key=key,
+        select=train.SelectionRule(weights=dict(cfg.tune_select)),
+        mesh=mesh,
+        progress=progress,
+    )
 
 
 def rows_table(rows: list[dict[str, Any]]) -> str:
@@ -162,7 +225,8 @@ def _method_key(seed_key, name: str):
     return jax.random.fold_in(seed_key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
-def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
+def _seed_models(cfg, seed, ds, cache_dir, progress):
+    """The split, model and (cached) original / retrained models of a seed."""
     split = data.split(
         ds,
         cfg.mode,
@@ -171,7 +235,6 @@ def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
         forget_fraction=cfg.forget_fraction,
     )
     model = models.get_model(cfg.model, split.num_classes)
-    apply_fn = models.make_apply_fn(model)
     mesh = train.make_mesh(cfg.num_devices) if cfg.num_devices > 1 else None
     tag = f"seed {seed}: "
     common = dict(cache_dir=cache_dir, mesh=mesh)
@@ -183,6 +246,33 @@ def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
         model, split, cfg.training, seed=seed + 1, **common,
         progress=tag + "retrain" if progress else False,
     )  # fmt: skip
+    return split, model, mesh, (original, info_o), (retrained, info_r)
+
+
+def _build_method(name, recipe, split, model):
+    """``methods.get`` with the compare job's context (recipe minus epochs)."""
+    example = split.retain["image"][:1]
+    return methods.get(
+        name,
+        apply_fn=models.make_apply_fn(model),
+        num_classes=split.num_classes,
+        init_fn=lambda k: models.init(model, k, example),
+        forget_classes=split.forget_classes or None,
+        example_input=example,
+        forget_set=split.forget,
+        retain_set=split.retain,
+        val_set=split.val,
+        unseen_set=split.val,
+        **{k: v for k, v in recipe.items() if k != "epochs"},
+    )
+
+
+def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
+    split, model, mesh, (original, info_o), (retrained, info_r) = _seed_models(
+        cfg, seed, ds, cache_dir, progress
+    )
+    apply_fn = models.make_apply_fn(model)
+    tag = f"seed {seed}: "
     metric_names = _metrics_for(cfg, split)
     shadow = None
     if cfg.shadow_models >= 2:
@@ -248,8 +338,12 @@ def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
     for name in cfg.methods:
         recipe = dict(cfg.recipes.get(name, {}))
         row_name = f"seed{seed}_{name}"
+        tuning = None
+        if cfg.tune:
+            tuning = {"grid": cfg.tune_grids.get(name), "select": cfg.tune_select}
         fields = run.fields(
-            exclude=("seeds", "methods", "recipes", "data_dir"),
+            exclude=("seeds", "methods", "recipes", "data_dir", *_TUNE_FIELDS),
+            **({} if tuning is None else {"tuning": tuning}),
             seed=seed,
             method=name,
             recipe=recipe,
@@ -272,19 +366,24 @@ def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
             continue
         run.reset_metrics(row_name)
         epochs = int(recipe.pop("epochs", 1))
-        method = methods.get(
-            name,
-            apply_fn=apply_fn,
-            num_classes=split.num_classes,
-            init_fn=lambda k: models.init(model, k, split.retain["image"][:1]),
-            forget_classes=split.forget_classes or None,
-            example_input=split.retain["image"][:1],
-            forget_set=split.forget,
-            retain_set=split.retain,
-            val_set=split.val,
-            unseen_set=split.val,
-            **recipe,
-        )
+        method = _build_method(name, recipe, split, model)
+        tuned, tune_info = None, {}
+        if cfg.tune:
+            sw = tune_method(
+                name, method, split, original, retrained, apply_fn, cfg,
+                epochs=epochs, key=_method_key(seed_key, name),
+                progress=tag + f"tune {name}" if progress else False,
+            )  # fmt: skip
+            if sw is not None:
+                tuned = sw.best
+                path = run.path("tune", f"seed{seed}_{name}.json")
+                cache.atomic_write_json(path, sw.to_json())
+                tune_info = {
+                    "tune_score": sw.scores[sw.best_index],
+                    "tune_time": sw.run_time,
+                    "tune_compile_time": sw.compile_time,
+                    "tune_points": len(sw.points),
+                }
 
         def log(epoch, m, state, _row=row_name, _name=name):
             del state
@@ -298,6 +397,7 @@ def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
             batch_size=cfg.unlearn_batch_size,
             key=_method_key(seed_key, name),
             mesh=mesh,
+            hparams=tuned,
             progress=tag + name if progress else False,
             callback=log,
         )
@@ -312,6 +412,8 @@ def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
             "epochs": epochs,
             "flag": _flag(rep.values, split.num_classes),
         }
+        if cfg.tune:
+            row.update(tuned=tuned, tuned_text=_fmt_point(tuned) or "-", **tune_info)
         run.save_row(row_name, key, row, fields=fields, variables=variables)
         run.computed.append(row_name)
         rows.append(row)
@@ -538,3 +640,116 @@ def _report(cfg, manifests, text, run, has_plot) -> list[str]:
             if os.path.exists(run.path(f"{name}.png")):
                 lines.append(f"![{name}]({name}.png)")
     return lines
+
+
+TUNE_TABLE = (
+    ("score", "score", ".4f"),
+    ("ACC_retain", "retain", ".4f"),
+    ("ACC_forget", "forget", ".4f"),
+    ("ACC_val", "heldout", ".4f"),
+    ("MIA", "privacy", ".4f"),
+    ("points", "points", "d"),
+    ("time_s", "time", ".2f"),
+    ("compile_s", "compile_time", ".2f"),
+)
+
+
+def tune(
+    cfg: CompareConfig,
+    workdir: str,
+    *,
+    cache_dir: str | None,
+    progress: bool = True,
+    dataset: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The job behind ``jaxunlearn tune``: one vmapped sweep per method.
+
+    Trains (or loads) the original and retrained models like :func:`compare`,
+    sweeps every method's grid (:func:`tune_grid`) as one program per chunk
+    and selects against the retrained model on the val split by the rule in
+    ``cfg.tune_select``. Writes ``tune.json`` (rule, grids, every point's
+    metrics and score, the winners) and ``report.md``; returns the record,
+    whose ``"selected"`` maps method -> winning hyperparameters (of the first
+    seed), ready for ``--method-config``.
+    """
+    if not cfg.seeds:
+        raise ValueError("seeds must name at least one seed.")
+    ds = dataset
+    if ds is None:
+        ds = data.load(cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize)
+    run = RunDir(workdir, cfg)
+    sweeps: dict[str, dict[str, Any]] = {}
+    rows = []
+    for seed in cfg.seeds:
+        split, model, _, (original, _), (retrained, _) = _seed_models(
+            cfg, seed, ds, cache_dir, progress
+        )
+        apply_fn = models.make_apply_fn(model)
+        seed_key = jax.random.key(seed + 2)
+        for name in cfg.methods:
+            recipe = dict(cfg.recipes.get(name, {}))
+            epochs = int(recipe.get("epochs", 1))
+            method = _build_method(name, recipe, split, model)
+            sw = tune_method(
+                name, method, split, original, retrained, apply_fn, cfg,
+                epochs=epochs, key=_method_key(seed_key, name),
+                progress=f"seed {seed}: tune {name}" if progress else False,
+            )  # fmt: skip
+            record = None if sw is None else sw.to_json()
+            sweeps.setdefault(name, {})[str(seed)] = record
+            row = {"method": name, "seed": seed, "best": None, "flag": None}
+            if sw is None:
+                row["flag"] = "no sweepable learning rate (give a grid)"
+            else:
+                row.update(
+                    best=sw.best,
+                    score=sw.scores[sw.best_index],
+                    **sw.metrics[sw.best_index],
+                    points=len(sw.points),
+                    time=sw.run_time,
+                    compile_time=sw.compile_time,
+                )
+            rows.append(row)
+    first = str(cfg.seeds[0])
+    selected = {
+        name: by_seed[first]["best"]
+        for name, by_seed in sweeps.items()
+        if by_seed[first] is not None
+    }
+    record = {
+        "config": run.config,
+        "rule": train.SelectionRule(weights=dict(cfg.tune_select)).to_json(),
+        "selected": selected,
+        "rows": rows,
+        "sweeps": sweeps,
+    }
+    cache.atomic_write_json(run.path("tune.json"), record)
+    shown = [
+        {**r, "method": f"{r['method']} {_fmt_point(r['best'])}".strip()} for r in rows
+    ]
+    text = table(shown, TUNE_TABLE)
+    run.write_report(
+        [
+            f"# jaxunlearn tune: {cfg.dataset} / {cfg.model} / {cfg.mode} forgetting",
+            "",
+            f"Selection rule: `{record['rule']['formula']}`, measured on the val"
+            " split (retain accuracy on a 2,000-example retain subsample; MIA:"
+            " cross-fitted logistic regression on losses, forget vs val). The"
+            " test split is not used. Each method's grid ran as one vmapped"
+            f" program per chunk. Seeds {list(cfg.seeds)}.",
+            "",
+            text,
+            "",
+            "Every point's metrics and score are in tune.json; `selected` holds"
+            " the winners, usable as `--method-config`.",
+        ]
+    )
+    record["table"] = text
+    return record
+
+
+def _fmt_point(point: dict[str, float] | None) -> str:
+    """``(name=value, ...)`` of a tuned setting; ``""`` for none."""
+    if not point:
+        return ""
+    return "(" + ", ".join(f"{k}={v:g}" for k, v in point.items()) + ")"
