@@ -3,6 +3,10 @@
 Files are Flax msgpack (no pickle) with a JSON sidecar holding the manifest and
 the SHA-256 of the payload. A file whose checksum, format or manifest does not
 match is treated as absent and rebuilt, never silently used.
+
+:func:`enable_compilation_cache` turns on JAX's persistent compilation cache
+(compiled XLA programs on disk), so a fresh process reuses the programs an
+earlier one compiled.
 """
 
 import hashlib
@@ -164,3 +168,57 @@ def load_info(cache_dir: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
             return dict(json.load(f).get("info", {}))
     except (OSError, ValueError):
         return {}
+
+
+DEFAULT_CACHE_DIR = ".cache/jaxunlearn"
+"""The drivers' cache directory (relative to the working directory)."""
+
+CACHE_ENV = "JAXUNLEARN_CACHE"
+"""Environment variable overriding :data:`DEFAULT_CACHE_DIR` for compiled
+programs (they go in its ``xla`` subdirectory)."""
+
+NO_COMPILATION_CACHE_ENV = "JAXUNLEARN_NO_COMPILATION_CACHE"
+"""Set to ``1`` to keep the drivers from enabling the compilation cache."""
+
+
+def compilation_cache_disabled() -> bool:
+    """True when ``$JAXUNLEARN_NO_COMPILATION_CACHE`` asks for no cache."""
+    value = os.environ.get(NO_COMPILATION_CACHE_ENV, "").strip().lower()
+    return value not in ("", "0", "false", "no")
+
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Turns on JAX's persistent compilation cache; returns its directory.
+
+    Every compiled XLA program is then written to ``path`` (however short its
+    compilation, however small) and read back by a later process that
+    compiles the same program for the same devices, versions and flags, so a
+    rerun skips compilation. Idempotent: calling it again with the same path
+    does nothing; another path switches the cache there.
+
+    The cache is trusted code: keep ``path`` private to the user (see
+    ``jax.experimental.compilation_cache``).
+
+    Args:
+      path: the directory; default ``$JAXUNLEARN_CACHE/xla`` or
+        ``.cache/jaxunlearn/xla`` (relative to the working directory).
+
+    Returns:
+      The absolute path of the cache directory (created if missing).
+    """
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    if path is None:
+        path = os.path.join(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR, "xla")
+    path = os.path.abspath(os.path.expanduser(path))
+    os.makedirs(path, exist_ok=True)
+    previous = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # -1: no minimum entry size (cache every program) and no backend override.
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    if previous != path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        if previous:  # a cache opened at the old path: reopen at the new one
+            cc.reset_cache()
+    return path

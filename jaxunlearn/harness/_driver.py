@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 
+from jaxunlearn import cache
 from jaxunlearn.harness._claims import Claim
 from jaxunlearn.harness._run import RunDir
 
@@ -149,7 +150,11 @@ def driver_main(
     ``int_overrides`` entry ``{"seeds": "seeds"}`` adds ``--seeds 0,1,2``
     setting that config field to a tuple of ints, each ``str_overrides`` entry
     a string field; with ``rebuild``, ``--report-only`` re-renders a finished
-    run without training. A :class:`UsageError`, a missing data set
+    run without training. Compiled programs are kept in JAX's persistent
+    compilation cache (:func:`jaxunlearn.cache.enable_compilation_cache`), so a
+    rerun skips compilation; ``--no-compilation-cache`` or
+    ``JAXUNLEARN_NO_COMPILATION_CACHE=1`` turns that off. A
+    :class:`UsageError`, a missing data set
     (``FileNotFoundError`` and ``data_errors``) or a bad option prints one
     ``error:`` line and exits with status 2; on success every claim is printed
     with its verdict.
@@ -163,6 +168,13 @@ def driver_main(
         )
     for flag, field in str_overrides.items():
         p.add_argument(f"--{flag}", default=None, help=f"{field} (override)")
+    p.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="do not keep compiled programs on disk (default: keep them in"
+        f" ${cache.CACHE_ENV}/xla or {cache.DEFAULT_CACHE_DIR}/xla; also"
+        f" {cache.NO_COMPILATION_CACHE_ENV}=1)",
+    )
     if rebuild is not None:
         p.add_argument(
             "--report-only",
@@ -170,6 +182,8 @@ def driver_main(
             help="rebuild report.md / results.json from workdir/results.json",
         )
     args = p.parse_args(argv)
+    if not (args.no_compilation_cache or cache.compilation_cache_disabled()):
+        cache.enable_compilation_cache()
     try:
         if rebuild is not None and args.report_only:
             res = rebuild(args.workdir)

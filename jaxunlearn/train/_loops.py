@@ -1,6 +1,8 @@
 """Training loops over the engine: ``unlearn``, ``fit``, ``unlearn_replicas``."""
 
+import collections
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,6 +42,105 @@ class UnlearnResult:
     @property
     def variables(self):
         return self.state.variables
+
+
+# Compile once per shape: a second call with the same method, data shapes,
+# batch sizes and mesh reuses the epoch compiled by the first. JAX's own cache
+# is keyed on the identity of the traced function, and every call builds a new
+# EpochRunner (whose bound methods are new functions), so runners are kept here
+# keyed on everything their compiled programs depend on. Bounded: an entry
+# holds compiled executables and the method's closures.
+_RUNNERS: collections.OrderedDict = collections.OrderedDict()
+_RUNNERS_SIZE = 16
+
+
+def _signature(tree) -> tuple:
+    """Tree structure plus every leaf's abstract value and sharding."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((jax.typeof(x), getattr(x, "sharding", None)) for x in leaves)
+
+
+def _cached_runner(runner: EpochRunner, kind: str, *inputs) -> EpochRunner:
+    """The runner an earlier call compiled for the same configuration and
+    input signature, else ``runner`` itself (now remembered).
+
+    ``kind`` is ``"single"`` or ``"replicas"``; ``inputs`` are the epoch's
+    arguments (state, arrays, key, subset) as they will be passed.
+    """
+    method = runner.method
+    try:
+        key = (
+            kind,
+            # Method equality is identity of its functions: key on them, and
+            # keep the method alive in the entry so the ids stay unique.
+            id(method.init),
+            id(method.step),
+            method.driver,
+            tuple(sorted(runner.sizes.items())),
+            tuple(sorted(runner.batch_sizes.items())),
+            runner.mesh,
+            runner.num_steps,
+            runner.mode,
+            _signature(inputs),
+        )
+        hash(key)
+    except TypeError:  # an unhashable leaf type or sharding: no reuse
+        return runner
+    hit = _RUNNERS.get(key)
+    if hit is not None and hit[0] is method:
+        _RUNNERS.move_to_end(key)
+        return hit[1]
+    _RUNNERS[key] = (method, runner)
+    while len(_RUNNERS) > _RUNNERS_SIZE:
+        _RUNNERS.popitem(last=False)
+    return runner
+
+
+@jax.jit
+def _copy(tree):
+    """A fresh copy of every leaf (the epoch donates its state), one program."""
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+
+
+class _ById:
+    """A hashable handle comparing by identity (a static jit argument)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, _ById) and other.obj is self.obj
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _init_replicas(method, num_steps, steps_per_epoch, variables, keys, hparams):
+    """``method.init`` of every replica (``fold_in(keys[k], 0)``), copied (the
+    epoch donates its state), as one program; ``hparams`` values are shared
+    scalars or ``[K]`` arrays."""
+    num = keys.shape[0]
+    hp = None
+    if hparams is not None:
+        hp = {
+            k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (num,))
+            for k, v in hparams.items()
+        }
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    states = jax.vmap(
+        lambda v, k, h: method.obj.init(
+            v,
+            key=k,
+            hparams=h,
+            num_steps=num_steps,
+            steps_per_epoch=steps_per_epoch,
+        ),
+        in_axes=(0, 0, None if hp is None else 0),
+    )(variables, init_keys, hp)
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), states)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -134,8 +235,10 @@ def unlearn(
         steps_per_epoch=runner.num_steps,
     )
     # The epoch donates its state: copy so the caller's arrays stay alive.
-    state = runner.place(jax.tree.map(lambda x: jnp.array(x, copy=True), state))
+    state = runner.place(_copy(state))
     arrays = runner.place(arrays)
+    runner = _cached_runner(runner, "single", state, arrays, key, subset)
+    compile_start = runner.compile_time
     history: list[dict[str, float]] = []
     run_time = 0.0
     label = progress if isinstance(progress, str) else "unlearn"
@@ -157,7 +260,7 @@ def unlearn(
             break
     if bar is not None:
         bar.close()
-    return UnlearnResult(state, history, runner.compile_time, run_time)
+    return UnlearnResult(state, history, runner.compile_time - compile_start, run_time)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +297,23 @@ class TrainConfig:
         return optim.sgd(lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
+def _supervised_method(model, config: TrainConfig, steps_per_epoch: int):
+    """``finetune`` with ``config``'s optimiser; the same object for the same
+    arguments, so a second ``fit`` / ``train_models`` reuses its compiled
+    epoch (a new method would be a new function to JAX)."""
+    try:
+        return _supervised_method_cached(model, config, steps_per_epoch)
+    except TypeError:  # an unhashable model: build it anew
+        return methods.finetune(
+            models.make_apply_fn(model), tx=config.tx(steps_per_epoch)
+        )
+
+
+@functools.lru_cache(maxsize=32)
+def _supervised_method_cached(model, config, steps_per_epoch):
+    return methods.finetune(models.make_apply_fn(model), tx=config.tx(steps_per_epoch))
+
+
 def fit(
     model,
     variables: Any,
@@ -214,7 +334,7 @@ def fit(
         raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}.")
     n = len(train_set["label"]) if include is None else int(np.sum(include))
     steps = data_lib.num_batches(max(n, 1), config.batch_size)
-    method = methods.finetune(models.make_apply_fn(model), tx=config.tx(steps))
+    method = _supervised_method(model, config, steps)
     return unlearn(
         method,
         variables,
@@ -256,25 +376,14 @@ def unlearn_replicas(
     """
     arrays, sizes = _host_arrays(data)
     runner = EpochRunner(method, sizes, batch_size, mesh)
-    num = keys.shape[0]
-    hp = None
-    if hparams is not None:
-        hp = {
-            k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (num,))
-            for k, v in hparams.items()
-        }
-    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
-    total = epochs * runner.num_steps
-    states = jax.vmap(
-        lambda v, k, h: method.init(
-            v, key=k, hparams=h, num_steps=total, steps_per_epoch=runner.num_steps
-        ),
-        in_axes=(0, 0, None if hp is None else 0),
-    )(variables, init_keys, hp)
-    states = runner.place_replicas(
-        jax.tree.map(lambda x: jnp.array(x, copy=True), states)
+    hp = None if hparams is None else dict(hparams)
+    states = _init_replicas(
+        _ById(method), epochs * runner.num_steps, runner.num_steps, variables, keys, hp
     )
+    states = runner.place_replicas(states)
     arrays = runner.place(arrays)
+    runner = _cached_runner(runner, "replicas", states, arrays, keys)
+    compile_start = runner.compile_time
     history, run_time = [], 0.0
     for epoch in range(epochs):
         epoch_keys = runner.place_replicas(
@@ -288,4 +397,4 @@ def unlearn_replicas(
         history.append(
             {k: np.asarray(v).mean(axis=1).tolist() for k, v in metrics.items()}
         )
-    return UnlearnResult(states, history, runner.compile_time, run_time)
+    return UnlearnResult(states, history, runner.compile_time - compile_start, run_time)

@@ -2,6 +2,7 @@
 (LiRA shadows, U-LiRA shadow-retrained / shadow-unlearned models)."""
 
 import dataclasses
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +19,14 @@ from jaxunlearn.train._engine import (
     EpochRunner,
     predict,
 )
-from jaxunlearn.train._loops import TrainConfig, _progress, unlearn_replicas
+from jaxunlearn.train._loops import (
+    TrainConfig,
+    _ById,
+    _cached_runner,
+    _progress,
+    _supervised_method,
+    unlearn_replicas,
+)
 
 
 @dataclasses.dataclass
@@ -154,29 +162,29 @@ def train_models(
 
     apply_fn = models.make_apply_fn(model)
     steps = data_lib.num_batches(int(counts.max()), config.batch_size)
-    method = methods.finetune(apply_fn, tx=config.tx(steps))
+    method = _supervised_method(model, config, steps)
     runner = EpochRunner(
         method, {"retain": len(labels)}, config.batch_size, mesh, driver_steps=steps
     )
+    # Keys, initialisation and every epoch's keys: one compiled program.
+    c0 = time.perf_counter()
     base = jax.random.key(seed)
-    keys = jax.vmap(lambda k: jax.random.fold_in(base, k))(jnp.arange(num_models))
-    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
-    example = images[:1]
-    variables = jax.vmap(lambda k: models.init(model, k, example))(init_keys)
-    states = runner.place_replicas(jax.vmap(lambda v: method.init(v))(variables))
-    subsets = runner.place_replicas(jnp.asarray(inclusion))
+    init = _replica_init.lower(
+        model, _ById(method), num_models, config.epochs, base, images[:1]
+    ).compile()
+    init_compile = time.perf_counter() - c0
+    states, epoch_keys = init(base, images[:1])
+    states = runner.place_replicas(states)
+    epoch_keys = [runner.place_replicas(k) for k in epoch_keys]
+    subsets = runner.place_replicas(inclusion)
     arrays = runner.place({"retain": sets["train"]})
+    runner = _cached_runner(runner, "replicas", states, arrays, epoch_keys[:1], subsets)
+    compile_start = runner.compile_time - init_compile
     bar = _progress(
         config.epochs,
         progress if isinstance(progress, str) else "models",
         bool(progress),
     )
-    epoch_keys = [
-        runner.place_replicas(
-            jax.vmap(lambda k, e=epoch: jax.random.fold_in(k, e + 1))(keys)
-        )
-        for epoch in range(config.epochs)
-    ]
     if config.epochs:
         runner.compile_replicas(states, arrays, epoch_keys[0], subsets)
     # Epochs are dispatched back to back; the host waits only at the end (and
@@ -204,7 +212,7 @@ def train_models(
     result = ShadowResult(
         inclusion=inclusion,
         logits=logits,
-        compile_time=runner.compile_time + score_compile,
+        compile_time=runner.compile_time - compile_start + score_compile,
         run_time=run_time,
         cache="miss" if cache_dir is not None else "off",
         hash=key_hash,
@@ -215,17 +223,39 @@ def train_models(
     return result
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _replica_init(model, method, num_models: int, epochs: int, base, example):
+    """States of ``num_models`` models and their keys for every epoch.
+
+    Model ``k``'s key is ``fold_in(base, k)``; it is initialised from
+    ``fold_in(key_k, 0)`` and epoch ``e`` shuffles with ``fold_in(key_k, e + 1)``.
+    Op by op this is dozens of small programs; here it is one. ``method`` is
+    an ``_ById`` handle.
+    """
+    keys = jax.vmap(lambda k: jax.random.fold_in(base, k))(jnp.arange(num_models))
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    variables = jax.vmap(lambda k: models.init(model, k, example))(init_keys)
+    states = jax.vmap(lambda v: method.obj.init(v))(variables)
+    epoch_keys = tuple(
+        jax.vmap(lambda k, e=e: jax.random.fold_in(k, e + 1))(keys)
+        for e in range(epochs)
+    )
+    return states, epoch_keys
+
+
+@jax.jit
+def _take(tree, k):
+    """Replica ``k`` of a stacked pytree (one program for every leaf)."""
+    return jax.tree.map(lambda x: x[k], tree)
+
+
 def _score_each(apply_fn, stacked_variables, sets):
     """``{set: [K, n, C]}`` eval logits, one model at a time."""
     num_models = jax.tree.leaves(stacked_variables)[0].shape[0]
     return {
         name: np.stack(
             [
-                predict(
-                    apply_fn,
-                    jax.tree.map(lambda x, k=k: x[k], stacked_variables),
-                    part["image"],
-                )
+                predict(apply_fn, _take(stacked_variables, k), part["image"])
                 for k in range(num_models)
             ]
         )
@@ -233,15 +263,18 @@ def _score_each(apply_fn, stacked_variables, sets):
     }
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _score_batches(apply_fn, stacked_variables, batches):
+    """``[K, steps, batch, C]`` eval logits of K models on fixed batches."""
+    return jax.vmap(
+        lambda v, x: jax.lax.map(lambda b: apply_fn(v, b, train=False)[0], x),
+        in_axes=(0, None),
+    )(stacked_variables, batches)
+
+
 def _score_vmapped(apply_fn, stacked_variables, sets):
     """``({set: [K, n, C]}, compile seconds)``: all models as one program."""
     num_models = jax.tree.leaves(stacked_variables)[0].shape[0]
-    score_fn = jax.jit(
-        jax.vmap(
-            lambda v, x: jax.lax.map(lambda b: apply_fn(v, b, train=False)[0], x),
-            in_axes=(0, None),
-        )
-    )
     logits, score_compile = {}, 0.0
     for name, part in sets.items():
         n = len(part["label"])
@@ -249,7 +282,8 @@ def _score_vmapped(apply_fn, stacked_variables, sets):
             "image"
         ]
         c0 = time.perf_counter()
-        compiled = score_fn.lower(stacked_variables, stacked).compile()
+        # Compiled once per shape (a cache hit on a later call).
+        compiled = _score_batches.lower(apply_fn, stacked_variables, stacked).compile()
         score_compile += time.perf_counter() - c0
         out = np.asarray(compiled(stacked_variables, stacked))
         logits[name] = out.reshape(num_models, -1, out.shape[-1])[:, :n]
@@ -289,6 +323,20 @@ def train_shadow_models(
     inclusion[inclusion.sum(1) == 0, 0] = True  # never an empty model
     return train_models(
         model, train_set, config, inclusion=inclusion, seed=seed, **kwargs
+    )
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _model_keys(base, num_models: int):
+    """``[fold_in(base, k) for k < num_models]`` as one program."""
+    return jax.vmap(lambda k: jax.random.fold_in(base, k))(jnp.arange(num_models))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _score_all(apply_fn, stacked_variables, images):
+    """``[K, n, C]`` eval logits of K models on ``images`` in one batch."""
+    return jax.vmap(lambda v, x: apply_fn(v, x, train=False)[0], in_axes=(0, None))(
+        stacked_variables, images
     )
 
 
@@ -351,9 +399,7 @@ def ulira_shadows(
         cache_dir=cache_dir,
         **{**common, "seed": seed + 1},
     )
-    keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.key(seed + 2), k))(
-        jnp.arange(num_models)
-    )
+    keys = _model_keys(jax.random.key(seed + 2), num_models)
     unlearned = unlearn_replicas(
         method,
         originals.variables,
@@ -364,11 +410,10 @@ def ulira_shadows(
         mesh=mesh if mesh is not None and "replica" in mesh.shape else None,
     )
     apply_fn = models.make_apply_fn(model)
-    score = jax.jit(
-        jax.vmap(lambda v, x: apply_fn(v, x, train=False)[0], in_axes=(0, None))
-    )
     t0 = time.perf_counter()
-    compiled = score.lower(unlearned.state.variables, split.forget["image"]).compile()
+    compiled = _score_all.lower(
+        apply_fn, unlearned.state.variables, split.forget["image"]
+    ).compile()
     t1 = time.perf_counter()
     logits = np.asarray(compiled(unlearned.state.variables, split.forget["image"]))
     t2 = time.perf_counter()
