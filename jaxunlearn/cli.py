@@ -383,7 +383,7 @@ def _validate(args: argparse.Namespace):
             **recipe,
         )
         if n in cfg.tune_grids:
-            sweepable = sorted(jax.eval_shape(method.init, variables).hparams)
+            sweepable = train.sweepable(method, variables)
             unknown = sorted(set(cfg.tune_grids[n]) - set(sweepable))
             if unknown and shared_grid:  # this method keeps its default grid
                 del cfg.tune_grids[n]

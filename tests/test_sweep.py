@@ -199,3 +199,19 @@ def test_selection_defaults_to_the_val_split_never_test(mlp, split, whole):
                    "heldout": junk_test},
     )  # fmt: skip
     assert res3.metrics[1]["heldout"] != res.metrics[1]["heldout"]
+
+
+def test_every_registered_method_names_its_sweepable_hparams(mlp, split):
+    """``sweepable`` traces init abstractly with the context ``unlearn`` gives
+    (key, run length): it works for every method, and every method trained by
+    gradient steps can sweep its learning rate."""
+    from jaxunlearn.harness._compare import _build_method
+
+    _, _, orig, _ = mlp
+    model = models.get_model("mlp", 10, hidden=(16,))
+    one_shot = {"svd", "ssd", "fisher", "retrain"}
+    for name in methods.names():
+        if name == "retrain":
+            continue
+        names = train.sweepable(_build_method(name, {}, split, model), orig)
+        assert ("learning_rate" in names) == (name not in one_shot), (name, names)

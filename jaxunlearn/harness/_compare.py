@@ -151,12 +151,14 @@ def tune_grid(
     """
     if name in cfg.tune_grids:
         return {k: [float(x) for x in v] for k, v in cfg.tune_grids[name].items()}
-    hp = jax.eval_shape(method.init, variables).hparams
-    if "learning_rate" not in hp:
+    if "learning_rate" not in train.sweepable(method, variables):
         return None
     lr = cfg.recipes.get(name, {}).get("learning_rate")
-    if lr is None:
-        lr = float(method.init(variables).hparams["learning_rate"])
+    if lr is None:  # the method's own default
+        state = method.init(
+            variables, key=jax.random.key(0), num_steps=1, steps_per_epoch=1
+        )
+        lr = float(state.hparams["learning_rate"])
     return {"learning_rate": [float(f"{lr * f:.6g}") for f in TUNE_FACTORS]}
 
 

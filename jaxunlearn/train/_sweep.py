@@ -174,6 +174,30 @@ class SweepResult:
         }
 
 
+def sweepable(method: methods.Method, variables: Any) -> list[str]:
+    """Names of ``method``'s sweepable hyperparameters (``state.hparams``).
+
+    Found by tracing ``init`` abstractly (nothing runs), with the context
+    :func:`unlearn` passes (a key and the run length).
+
+    Examples:
+      >>> import jax
+      >>> from jaxunlearn import methods, models, train
+      >>> model = models.get_model("mlp", 10, hidden=(8,))
+      >>> v = models.init(model, jax.random.key(0), jax.numpy.zeros((1, 8, 8, 1)))
+      >>> m = methods.get("neggrad_plus", apply_fn=models.make_apply_fn(model))
+      >>> train.sweepable(m, v)
+      ['learning_rate', 'retain_weight']
+    """
+
+    def init(v):
+        return method.init(
+            v, key=jax.random.key(0), num_steps=1, steps_per_epoch=1
+        ).hparams
+
+    return sorted(jax.eval_shape(init, variables))
+
+
 def grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
     """The Cartesian product of ``grid`` in row-major order (last name fastest).
 
@@ -383,12 +407,12 @@ def sweep(
             raise ValueError(
                 f"`{name}` must be Flax variables with a 'params' collection."
             )
-    sweepable = set(jax.eval_shape(method.init, variables).hparams)
-    unknown = sorted(set(grid) - sweepable)
+    names = sweepable(method, variables)
+    unknown = sorted(set(grid) - set(names))
     if unknown:
         raise ValueError(
             f"grid names {unknown} are not sweepable hyperparameters of this method;"
-            f" sweepable: {sorted(sweepable)}."
+            f" sweepable: {names}."
         )
     if selection is None:
         for part in ("retain", "forget", "val"):
