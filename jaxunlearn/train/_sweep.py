@@ -261,11 +261,14 @@ def _pick(tree, i):
 
 
 def _model_outputs(apply_fn, variables, part, batch_size):
-    """``(losses, correct)`` ``[K, n]`` of stacked models on one set."""
+    """``(losses, correct)`` ``[K, n]`` of stacked models on one set.
+
+    Every set is cut into batches of the same ``batch_size`` (the last one
+    zero-padded), so scoring compiles one program for all sets.
+    """
     n = len(part["label"])
-    bs = min(batch_size, n)
     batches = data_lib.padded_batches(
-        {"image": part["image"], "label": part["label"]}, bs
+        {"image": part["image"], "label": part["label"]}, batch_size
     )
     losses, correct = [], []
     for img, lab in zip(batches["image"], batches["label"], strict=True):
@@ -273,6 +276,12 @@ def _model_outputs(apply_fn, variables, part, batch_size):
         losses.append(np.asarray(lo))
         correct.append(np.asarray(co))
     return np.concatenate(losses, 1)[:, :n], np.concatenate(correct, 1)[:, :n]
+
+
+@jax.jit
+def _append(stacked, one):
+    """``[K, ...]`` replicas plus one more model: ``[K + 1, ...]``."""
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), stacked, one)
 
 
 @functools.partial(jax.jit, static_argnums=(2,))
@@ -437,16 +446,14 @@ def sweep(
     size = -(-size // replicas) * replicas  # a multiple of the replica axis
     num_chunks = -(-len(points) // size)
 
-    # The retrained model's reference values (one "replica").
-    t0 = time.perf_counter()
-    ref_vars, _ = _repeat(retrained, key, 1)
-    ref, ref_finite = _selection_metrics(
-        apply_fn, ref_vars, sel, select, eval_batch_size
-    )
-    reference = {t: float(ref[t][0]) for t in TERMS}
-    if not ref_finite[0]:
-        raise ValueError("`retrained` gives non-finite losses on the selection data.")
-    score_time = time.perf_counter() - t0
+    leaves = jax.tree.leaves(jax.device_get(retrained))
+    if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
+        raise ValueError("`retrained` has non-finite parameters or statistics.")
+    eval_bs = min(eval_batch_size, max(len(p["label"]) for p in sel.values()))
+    # The retrained model is scored as one more replica of every chunk (one
+    # compiled scoring program for both); its values come from the first.
+    reference: dict[str, float] = {}
+    score_time = 0.0
 
     bar = None
     if progress:
@@ -459,7 +466,6 @@ def sweep(
             bar = None
 
     metrics: dict[str, list[float]] = {t: [] for t in TERMS}
-    finite_all: list[bool] = []
     compile_time = run_time = 0.0
     best_vars, best_score = None, np.inf
     scores: list[float] = []
@@ -488,14 +494,21 @@ def sweep(
         compile_time += result.compile_time
         run_time += elapsed - result.compile_time
         t0 = time.perf_counter()
-        m, finite = _selection_metrics(apply_fn, trained, sel, select, eval_batch_size)
-        finite = finite & np.asarray(_finite_params(trained))
-        s = _score(m, reference, select, finite)
+        both = _append(trained, retrained)
+        m, finite = _selection_metrics(apply_fn, both, sel, select, eval_bs)
+        finite = finite & np.asarray(_finite_params(both))
+        if not reference:
+            if not finite[-1]:
+                raise ValueError(
+                    "`retrained` gives non-finite losses on the selection data."
+                )
+            reference = {t: float(m[t][-1]) for t in TERMS}
+        m = {t: v[:-1] for t, v in m.items()}
+        s = _score(m, reference, select, finite[:-1])
         score_time += time.perf_counter() - t0
         n = len(chunk)
         for t in TERMS:
             metrics[t] += [float(x) for x in m[t][:n]]
-        finite_all += [bool(x) for x in finite[:n]]
         scores += [float(x) for x in s[:n]]
         i = int(np.argmin(s[:n]))
         if s[i] < best_score:
