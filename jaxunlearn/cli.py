@@ -26,7 +26,7 @@ import time
 import jax
 import numpy as np
 
-from jaxunlearn import data, methods, models, train
+from jaxunlearn import cache, data, methods, models, train
 from jaxunlearn import eval as ev
 
 # The main job lives in the run harness; these are the CLI's public names.
@@ -557,6 +557,13 @@ def _add_job_args(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--no-progress", action="store_true", help="do not show progress bars"
     )
+    c.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="do not keep compiled XLA programs in <cache-dir>/xla (on by"
+        " default, so a rerun skips compilation; also"
+        f" {cache.NO_COMPILATION_CACHE_ENV}=1)",
+    )
 
 
 def _add_tune_args(c: argparse.ArgumentParser, *, flag: bool) -> None:
@@ -649,6 +656,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
+    if not (
+        args.no_compilation_cache
+        or cache_dir is None
+        or cache.compilation_cache_disabled()
+    ):
+        cache.enable_compilation_cache(os.path.join(cache_dir, "xla"))
     if args.command == "tune":
         record = tune(
             cfg,
