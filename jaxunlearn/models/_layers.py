@@ -3,8 +3,13 @@
 Holds the input and option checks, the BatchNorm/GroupNorm factory and the 2x2
 pooling helpers that skip pooling on spatial axes already of size 1 (so models
 built for 32x32 images also run on 8x8 digits).
+
+Also holds :func:`canonical_conv`, a drop-in for ``lax.conv_general_dilated``
+whose gradient convolutions are all in XLA:CPU's canonical layout, and
+:func:`conv_general_dilated_for`, which picks it (or ``lax``) by ``conv_impl``.
 """
 
+import functools
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -135,3 +141,118 @@ def avg_pool2x2(x: jax.Array) -> jax.Array:
 def global_avg_pool(x: jax.Array) -> jax.Array:
     """Mean over the spatial axes: ``[N, H, W, C] -> [N, C]``."""
     return jnp.mean(x, axis=(1, 2))
+
+
+CONV_IMPLS = ("auto", "lax", "canonical")
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_nhwc(x, w, pads, precision):
+    return lax.conv_general_dilated(
+        x, w, (1, 1), pads, dimension_numbers=_NHWC, precision=precision
+    )
+
+
+def _conv_nhwc_fwd(x, w, pads, precision):
+    return _conv_nhwc(x, w, pads, precision), (x, w)
+
+
+def _conv_nhwc_bwd(pads, precision, res, g):
+    x, w = res
+    kh, kw = w.shape[:2]
+    (pt, pb), (pl, pr) = pads
+    # input gradient: correlate g with the flipped kernel, I/O swapped
+    w_t = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
+    dx = lax.conv_general_dilated(
+        g,
+        w_t,
+        (1, 1),
+        ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)),
+        dimension_numbers=_NHWC,
+        precision=precision,
+    )
+    # weight gradient: a conv with channels as the batch and the batch as the
+    # contracted feature axis, operands transposed so XLA sees NHWC/HWIO
+    dw = lax.conv_general_dilated(
+        jnp.transpose(x, (3, 1, 2, 0)),
+        jnp.transpose(g, (1, 2, 0, 3)),
+        (1, 1),
+        pads,
+        dimension_numbers=_NHWC,
+        precision=precision,
+    )
+    return dx, jnp.transpose(dw, (1, 2, 0, 3))
+
+
+_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+
+
+def canonical_conv(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+):
+    """``lax.conv_general_dilated`` with a hand-written, layout-canonical VJP.
+
+    Same signature and forward value as ``lax.conv_general_dilated`` (pass it
+    as ``nn.Conv(..., conv_general_dilated=canonical_conv)``). For 2-D
+    ``NHWC``/``HWIO`` convolutions with stride 1, no dilation and one group,
+    the input and weight gradients are written as forward convolutions in
+    ``NHWC``/``HWIO`` layout with explicit transposes. JAX's own transpose
+    rules emit convolutions with permuted dimension labels, which XLA:CPU
+    rewrites to the canonical layout only outside loops: inside ``lax.scan``
+    or a while loop they run as naive loops, 30-80x slower (see
+    ``experiments/results/bench_conv_cpu.json``). Outside loops both give the
+    same XLA program up to float32 rounding. Other cases call
+    ``lax.conv_general_dilated`` unchanged.
+    """
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    plain = (
+        lhs.ndim == 4
+        and dn == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+        and tuple(window_strides) == (1, 1)
+        and all(d == 1 for d in (lhs_dilation or (1, 1)))
+        and all(d == 1 for d in (rhs_dilation or (1, 1)))
+        and feature_group_count == 1
+        and preferred_element_type is None
+        and lhs.dtype == rhs.dtype
+    )
+    if not plain:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    return _conv_nhwc(lhs, rhs, pads, precision)
+
+
+def conv_general_dilated_for(conv_impl: str) -> Callable[..., jax.Array] | None:
+    """The ``conv_general_dilated`` argument of ``nn.Conv`` for ``conv_impl``.
+
+    ``"lax"``: None (flax's default, ``lax.conv_general_dilated``);
+    ``"canonical"``: :func:`canonical_conv`; ``"auto"``: :func:`canonical_conv`
+    when the default backend is the CPU, else None (GPUs keep ``lax``).
+    """
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"`conv_impl` must be one of {CONV_IMPLS}, got {conv_impl!r}.")
+    if conv_impl == "auto":
+        conv_impl = "canonical" if jax.default_backend() == "cpu" else "lax"
+    return canonical_conv if conv_impl == "canonical" else None
