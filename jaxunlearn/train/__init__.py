@@ -13,8 +13,10 @@ pure and un-jitted. One module per job:
 
 Batches are gathered on device from fixed index plans, so no shape ever
 changes. With a mesh, the batch axis is sharded over the ``"data"`` axis and
-the state is replicated: the same program runs on one CPU, several simulated
-CPU devices, or several GPUs.
+the state is replicated, and vmapped replicas over a ``"replica"`` axis
+(``make_mesh(shape={"replica": r, "data": d})`` does both): the same program
+runs on one CPU, several simulated CPU devices, several GPUs or several hosts
+(``initialize_distributed``; see docs/scale_out.md).
 """
 
 from jaxunlearn import optim
@@ -22,6 +24,7 @@ from jaxunlearn.train._engine import (
     ENGINE_VERSION,
     MODES,
     EpochRunner,
+    initialize_distributed,
     make_mesh,
     predict,
 )
@@ -54,6 +57,7 @@ __all__ = [
     "UnlearnResult",
     "fit",
     "forget_rounds",
+    "initialize_distributed",
     "make_mesh",
     "make_optimizer",
     "predict",

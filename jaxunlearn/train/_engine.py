@@ -7,6 +7,7 @@ prediction.
 """
 
 import functools
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,24 +21,132 @@ from jax.sharding import PartitionSpec as P
 from jaxunlearn import data as data_lib
 from jaxunlearn import methods
 
+AXES = ("replica", "data")
+"""Mesh axis names, outermost first: ``"replica"`` shards a vmapped replica axis
+(shadow models, seeds, sweeps), ``"data"`` shards each batch."""
 
-def make_mesh(num_devices: int | None = None, axis: str = "data") -> Mesh:
-    """A 1-D mesh over the first ``num_devices`` devices.
+
+def make_mesh(
+    num_devices: int | None = None,
+    axis: str = "data",
+    *,
+    shape: Mapping[str, int] | None = None,
+) -> Mesh:
+    """A 1-D mesh over ``num_devices`` devices, or a 2-D ``replica x data`` mesh.
+
+    Devices are taken in ``jax.devices()`` order, which is process-major on
+    several hosts, so the inner ``"data"`` axis stays within a host when its
+    size divides the devices per host: the gradient all-reduce of data
+    parallelism then never crosses hosts, and replicas never communicate.
 
     Args:
       num_devices: how many devices (default: all).
-      axis: ``"data"`` (batch sharded, state replicated) or ``"replica"``
-        (vmapped models sharded, data replicated).
+      axis: for a 1-D mesh, ``"data"`` (batch sharded, state replicated) or
+        ``"replica"`` (vmapped models sharded, data replicated).
+      shape: ``{"replica": r, "data": d}`` for a 2-D mesh over ``r * d``
+        devices (replaces ``axis``): replicas sharded over ``"replica"``, each
+        replica's batch over ``"data"``. One size may be ``-1``, inferred from
+        ``num_devices`` (default: all devices).
+
+    Examples:
+      >>> from jaxunlearn import train
+      >>> dict(train.make_mesh(shape={"replica": 2, "data": -1}).shape)
+      {'replica': 2, 'data': 2}
     """
-    if axis not in ("data", "replica"):
-        raise ValueError(f"axis must be 'data' or 'replica', got {axis!r}.")
     devices = jax.devices()
-    n = len(devices) if num_devices is None else num_devices
-    if not 1 <= n <= len(devices):
+    if num_devices is not None and not 1 <= num_devices <= len(devices):
         raise ValueError(
             f"num_devices={num_devices!r} but {len(devices)} devices are available."
         )
-    return Mesh(np.array(devices[:n]), (axis,))
+    if shape is None:
+        if axis not in AXES:
+            raise ValueError(f"axis must be 'data' or 'replica', got {axis!r}.")
+        n = len(devices) if num_devices is None else num_devices
+        return Mesh(np.array(devices[:n]), (axis,))
+    if not isinstance(shape, Mapping) or set(shape) != set(AXES):
+        raise ValueError(
+            f"shape must be a mapping {{'replica': r, 'data': d}}, got {shape!r}."
+        )
+    sizes = [shape[a] for a in AXES]
+    for a, s in zip(AXES, sizes, strict=True):
+        if (
+            isinstance(s, bool)
+            or not isinstance(s, int | np.integer)
+            or (s < 1 and s != -1)
+        ):
+            raise ValueError(f"shape[{a!r}] must be a positive int or -1, got {s!r}.")
+    if sizes.count(-1) > 1:
+        raise ValueError(f"shape may infer one size (-1), got {shape!r}.")
+    if -1 in sizes:
+        total = len(devices) if num_devices is None else num_devices
+        known = -int(np.prod(sizes))
+        if total % known:
+            raise ValueError(
+                f"shape={shape!r}: {total} devices do not divide by {known}."
+            )
+        sizes = [total // known if s == -1 else int(s) for s in sizes]
+    n = int(np.prod(sizes))
+    if n > len(devices) or (num_devices is not None and n != num_devices):
+        raise ValueError(
+            f"shape={shape!r} needs {n} devices but"
+            f" {len(devices) if num_devices is None else num_devices} were given"
+            f" ({len(devices)} available)."
+        )
+    return Mesh(np.array(devices[:n]).reshape(sizes), AXES)
+
+
+# Launchers' process-count variables (Slurm, Open MPI: jax.distributed detects
+# the rest of their settings itself).
+_PROCESS_COUNT_VARS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    **kwargs: Any,
+) -> tuple[int, int]:
+    """Joins a multi-host run; a no-op for a single process.
+
+    Wraps ``jax.distributed.initialize`` and must run before any other JAX
+    call. After it, ``jax.devices()`` lists every host's devices, so
+    :func:`make_mesh` spans all hosts and the rest of the code is unchanged.
+    Arguments left as None are read from the environment:
+    ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``,
+    or a launcher's (Slurm, Open MPI, TPU pods) through JAX's cluster
+    detection. Nothing is done when one process is asked for or detected
+    (``num_processes=1``, or no coordinator address and no process count
+    above 1 anywhere), or when JAX is already initialised.
+
+    Args:
+      coordinator_address: ``host:port`` of process 0.
+      num_processes: total number of processes (one per host, usually).
+      process_id: this process's index in ``[0, num_processes)``.
+      **kwargs: passed to ``jax.distributed.initialize`` (e.g.
+        ``local_device_ids``).
+
+    Returns:
+      ``(jax.process_index(), jax.process_count())``.
+    """
+    if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    if num_processes is None:
+        counts = [os.environ.get(v) for v in _PROCESS_COUNT_VARS]
+        launched = max([int(c) for c in counts if c and c.isdigit()] or [1])
+        explicit = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+        single = launched == 1 and not explicit
+    else:
+        single = num_processes == 1
+    if not single and not jax.distributed.is_initialized():
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+            **kwargs,
+        )
+    return jax.process_index(), jax.process_count()
 
 
 def _as_sets(data: Any) -> dict[str, dict[str, np.ndarray]]:
@@ -225,6 +334,11 @@ class EpochRunner:
             if n < 1:
                 raise ValueError(f"the {name!r} set is empty.")
         self.batch_sizes = _batch_sizes(batch_size, sizes, method.driver)
+        if mesh is not None and not set(mesh.axis_names) <= set(AXES):
+            raise ValueError(
+                f"mesh axes must be among {AXES} (see make_mesh), got"
+                f" {mesh.axis_names}."
+            )
         if mesh is not None and "data" in mesh.shape:
             for name, bs in self.batch_sizes.items():
                 if bs % mesh.shape["data"]:
@@ -281,9 +395,19 @@ class EpochRunner:
             lambda st, xs: self._step_on(st, arrays, xs, k_step), state, plans
         )
 
+    @property
+    def _spmd_axis(self) -> str | None:
+        # vmap's spmd_axis_name adds "replica" to every sharding constraint
+        # inside (the batch's P("data") becomes P("replica", "data")).
+        if self.mesh is not None and "replica" in self.mesh.shape:
+            return "replica"
+        return None
+
     def _replica_epoch(self, states, arrays, keys, subsets):
         in_axes = (0, None, 0, None if subsets is None else 0)
-        return jax.vmap(self._epoch, in_axes=in_axes)(states, arrays, keys, subsets)
+        return jax.vmap(self._epoch, in_axes=in_axes, spmd_axis_name=self._spmd_axis)(
+            states, arrays, keys, subsets
+        )
 
     def _indexed_step(self, state, arrays, plans, s, k_step):
         xs = jax.tree.map(lambda a: a[s], plans)
@@ -300,7 +424,18 @@ class EpochRunner:
         over a ``"replica"`` mesh axis if there is one."""
         if self.mesh is None or "replica" not in self.mesh.shape:
             return self.place(tree)
+        self._check_replicas(tree)
         return jax.device_put(tree, NamedSharding(self.mesh, P("replica")))
+
+    def _check_replicas(self, tree):
+        num = jax.tree.leaves(tree)[0].shape[0]
+        shards = 1 if self.mesh is None else self.mesh.shape.get("replica", 1)
+        if num % shards:
+            raise ValueError(
+                f"{num} replicas (the leading axis of `keys`, `variables` or"
+                f" `inclusion`) must be divisible by the mesh's replica axis"
+                f" ({shards} devices)."
+            )
 
     def _build(self, replicas: bool, state, arrays, key, subset):
         """Compiles the epoch for one or many replicas; returns a callable."""
@@ -315,7 +450,7 @@ class EpochRunner:
                 slow = jax.default_backend() == "cpu" and (
                     "convolution" in lowered.as_text()
                 )
-                sharded = self.mesh is not None and "replica" in self.mesh.shape
+                sharded = self._spmd_axis and self.mesh.shape["replica"] > 1
                 mode = "scan"
                 if slow:
                     mode = "sequential" if replicas and not sharded else "loop"
@@ -331,9 +466,15 @@ class EpochRunner:
             step_fn = self._indexed_step
             if replicas:
                 plan_fn = jax.vmap(plan_fn, in_axes=(0, None if subset is None else 0))
-                step_fn = jax.vmap(step_fn, in_axes=(0, None, 0, None, 0))
+                step_fn = jax.vmap(
+                    step_fn,
+                    in_axes=(0, None, 0, None, 0),
+                    spmd_axis_name=self._spmd_axis,
+                )
             plan_c = jax.jit(plan_fn).lower(key, subset).compile()
-            k_step, plans = jax.eval_shape(plan_fn, key, subset)
+            # Concrete plans (not shapes): the step compiles for the shardings
+            # the plan program really returns (P("replica") on a replica mesh).
+            k_step, plans = plan_c(key, subset)
             steps = [jnp.asarray(i, jnp.int32) for i in range(self.num_steps)]
             step_c = (
                 jax.jit(step_fn, donate_argnums=(0,))
@@ -365,7 +506,7 @@ class EpochRunner:
         first = jax.tree.map(lambda x: x[0], states)
         sub0 = None if subsets is None else subsets[0]
         plan_c = jax.jit(self._keyed_plan).lower(keys[0], sub0).compile()
-        k_step, plans = jax.eval_shape(self._keyed_plan, keys[0], sub0)
+        k_step, plans = plan_c(keys[0], sub0)  # concrete: see the "loop" mode
         steps = [jnp.asarray(i, jnp.int32) for i in range(self.num_steps)]
         step_c = (
             jax.jit(self._indexed_step, donate_argnums=(0,))
@@ -394,6 +535,7 @@ class EpochRunner:
     def compile_replicas(self, states, arrays, keys, subsets=None):
         """Compiles :meth:`replica_epoch` (once); adds to ``compile_time``."""
         if "replicas" not in self._compiled:
+            self._check_replicas(keys)
             self._compiled["replicas"] = self._build(
                 True, states, arrays, keys, subsets
             )

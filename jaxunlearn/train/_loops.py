@@ -376,6 +376,13 @@ def unlearn_replicas(
     """
     arrays, sizes = _host_arrays(data)
     runner = EpochRunner(method, sizes, batch_size, mesh)
+    num = keys.shape[0]
+    shards = 1 if mesh is None else mesh.shape.get("replica", 1)
+    if num % shards:
+        raise ValueError(
+            f"`keys` has {num} replicas, not divisible by the mesh's replica"
+            f" axis ({shards} devices)."
+        )
     hp = None if hparams is None else dict(hparams)
     states = _init_replicas(
         _ById(method), epochs * runner.num_steps, runner.num_steps, variables, keys, hp
