@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 from jaxunlearn import data as data_lib
 from jaxunlearn import eval as ev
 from jaxunlearn import methods
-from jaxunlearn.train._engine import EpochRunner, _host_arrays, _num_classes_of
+from jaxunlearn.train._engine import _host_arrays, _num_classes_of
 from jaxunlearn.train._loops import unlearn_replicas
 
 TERMS = ("retain", "forget", "heldout", "privacy")
@@ -469,8 +469,6 @@ def sweep(
     compile_time = run_time = 0.0
     best_vars, best_score = None, np.inf
     scores: list[float] = []
-    _, sizes = _host_arrays(data, _num_classes_of(variables))
-    runner = EpochRunner(method, sizes, batch_size, mesh)
     stacked, keys = _repeat(variables, key, size)
     for c in range(num_chunks):
         chunk = points[c * size : (c + 1) * size]
@@ -486,7 +484,6 @@ def sweep(
             keys=keys,
             mesh=mesh,
             hparams=hp,
-            runner=runner,
         )
         trained = result.state.variables
         jax.block_until_ready(trained)
