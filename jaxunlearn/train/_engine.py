@@ -301,7 +301,8 @@ class EpochRunner:
     ``"sequential"`` runs the replicas one after another with the
     single-model step instead; ``"auto"`` picks it on CPU for convolutional
     steps (XLA:CPU's vmapped convolutions are grouped convolutions, several
-    times slower per model) unless a ``"replica"`` mesh shards the replicas.
+    times slower per model) unless a ``"replica"`` mesh axis of size > 1
+    shards the replicas.
 
     Args:
       method: the method to run.
@@ -309,8 +310,10 @@ class EpochRunner:
       batch_size: examples per set per step: an int for every set, or
         ``{set name: int}`` (each set has its own batch size and its own
         shuffling stream; a set missing from the mapping uses the driver's).
-      mesh: optional mesh with a ``"data"`` axis (batches sharded) or a
-        ``"replica"`` axis (replicas sharded, for ``replica_epoch``).
+      mesh: optional mesh (:func:`make_mesh`) with a ``"data"`` axis
+        (batches sharded), a ``"replica"`` axis (replicas sharded, for
+        ``replica_epoch``) or both (each replica's batch sharded
+        ``P("replica", "data")``).
       driver_steps: steps per epoch when training on subsets of the driver set
         (must cover the largest subset); default one pass over all of it.
       mode: ``"auto"``, ``"scan"``, ``"loop"`` or ``"sequential"``.
