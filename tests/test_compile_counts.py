@@ -210,6 +210,7 @@ def test_second_process_compiles_from_the_persistent_cache(tmp_path):
         "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
     }
     env.pop(cache.NO_COMPILATION_CACHE_ENV, None)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the test session's own cache
     cold = _job("default", env)
     assert cold["path"] == str(tmp_path / "root" / "xla")
     assert cold["hits"] == 0 and cold["compiles"] >= 3
