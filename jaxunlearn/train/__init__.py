@@ -9,7 +9,9 @@ pure and un-jitted. One module per job:
 * ``_loops``: ``unlearn``, ``fit`` and ``unlearn_replicas`` over the engine;
 * ``_rounds``: sequential deletion requests (``unlearn_rounds``);
 * ``_oracle``: the cached original and retrained models;
-* ``_shadow``: shadow ensembles (``train_models``, LiRA / U-LiRA shadows).
+* ``_shadow``: shadow ensembles (``train_models``, LiRA / U-LiRA shadows);
+* ``_sweep``: hyperparameter sweeps as one vmapped program, selected against
+  the retrained model (``sweep``).
 
 Batches are gathered on device from fixed index plans, so no shape ever
 changes. With a mesh, the batch axis is sharded over the ``"data"`` axis and
@@ -48,6 +50,13 @@ from jaxunlearn.train._shadow import (
     train_shadow_models,
     ulira_shadows,
 )
+from jaxunlearn.train._sweep import (
+    SelectionRule,
+    SweepResult,
+    grid_points,
+    sweep,
+    sweepable,
+)
 
 __all__ = [
     "ENGINE_VERSION",
@@ -63,7 +72,12 @@ __all__ = [
     "predict",
     "retrain",
     "RoundsResult",
+    "SelectionRule",
     "ShadowResult",
+    "SweepResult",
+    "sweep",
+    "sweepable",
+    "grid_points",
     "train_models",
     "train_original",
     "train_shadow_models",

@@ -26,6 +26,22 @@ AXES = ("replica", "data")
 (shadow models, seeds, sweeps), ``"data"`` shards each batch."""
 
 
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+"""XLA options of every program the engine compiles on a CPU: LLVM's
+optimisation level 1 instead of the default 3. Measured on the 2-core CPU
+(load ~6, one interleaved run): a 16-model MLP(256, 256) epoch compiles in
+2.3 s instead of 3.3 s and a CNN epoch in 2.5 s instead of 4.9 s, and both
+run no slower. Results equal the default level's up to float rounding (an
+MLP epoch: the same bits; a BatchNorm CNN epoch: at most 7e-9 absolute;
+tests/test_compile_counts.py). Level 0 compiles faster still but runs 2-5x
+slower. Other backends keep their defaults."""
+
+
+def cpu_compiler_options() -> dict[str, int] | None:
+    """:data:`CPU_COMPILER_OPTIONS` on the CPU backend, else None."""
+    return CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+
+
 def make_mesh(
     num_devices: int | None = None,
     axis: str = "data",
@@ -461,7 +477,7 @@ class EpochRunner:
             mode = "loop"
         self.resolved_mode = mode
         if mode == "scan":
-            compiled = lowered.compile()
+            compiled = lowered.compile(compiler_options=cpu_compiler_options())
         elif mode == "sequential":
             compiled = self._build_sequential(state, arrays, key, subset)
         else:
@@ -474,7 +490,11 @@ class EpochRunner:
                     in_axes=(0, None, 0, None, 0),
                     spmd_axis_name=self._spmd_axis,
                 )
-            plan_c = jax.jit(plan_fn).lower(key, subset).compile()
+            plan_c = (
+                jax.jit(plan_fn)
+                .lower(key, subset)
+                .compile(compiler_options=cpu_compiler_options())
+            )
             # Concrete plans (not shapes): the step compiles for the shardings
             # the plan program really returns (P("replica") on a replica mesh).
             k_step, plans = plan_c(key, subset)
@@ -482,7 +502,7 @@ class EpochRunner:
             step_c = (
                 jax.jit(step_fn, donate_argnums=(0,))
                 .lower(state, arrays, plans, steps[0], k_step)
-                .compile()
+                .compile(compiler_options=cpu_compiler_options())
             )
 
             def compiled(state, arrays, key, subset=None):
@@ -508,13 +528,17 @@ class EpochRunner:
         """
         first = jax.tree.map(lambda x: x[0], states)
         sub0 = None if subsets is None else subsets[0]
-        plan_c = jax.jit(self._keyed_plan).lower(keys[0], sub0).compile()
+        plan_c = (
+            jax.jit(self._keyed_plan)
+            .lower(keys[0], sub0)
+            .compile(compiler_options=cpu_compiler_options())
+        )
         k_step, plans = plan_c(keys[0], sub0)  # concrete: see the "loop" mode
         steps = [jnp.asarray(i, jnp.int32) for i in range(self.num_steps)]
         step_c = (
             jax.jit(self._indexed_step, donate_argnums=(0,))
             .lower(first, arrays, plans, steps[0], k_step)
-            .compile()
+            .compile(compiler_options=cpu_compiler_options())
         )
 
         def compiled(states, arrays, keys, subsets=None):

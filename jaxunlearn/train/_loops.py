@@ -368,7 +368,8 @@ def unlearn_replicas(
     randomness. ``hparams`` values may be scalars (shared) or ``[K]`` arrays
     (a sweep). Used for the shadow-unlearned ensembles of U-LiRA and for
     seed / hyperparameter sweeps. With ``make_mesh(axis="replica")`` the
-    replicas are sharded over devices.
+    replicas are sharded over devices. A later call with the same method,
+    shapes and mesh reuses the compiled epoch (``train.sweep``'s chunks).
 
     Returns:
       An :class:`UnlearnResult` whose ``state`` and ``history`` entries have a

@@ -17,6 +17,7 @@ from jaxunlearn import data as data_lib
 from jaxunlearn.train._engine import (
     ENGINE_VERSION,
     EpochRunner,
+    cpu_compiler_options,
     predict,
 )
 from jaxunlearn.train._loops import (
@@ -171,7 +172,7 @@ def train_models(
     base = jax.random.key(seed)
     init = _replica_init.lower(
         model, _ById(method), num_models, config.epochs, base, images[:1]
-    ).compile(compiler_options=_run_once_options())
+    ).compile(compiler_options=cpu_compiler_options())
     init_compile = time.perf_counter() - c0
     states, epoch_keys = init(base, images[:1])
     states = runner.place_replicas(states)
@@ -221,18 +222,6 @@ def train_models(
     if cache_dir is not None and not keep_variables:
         cache.save(cache_dir, manifest, {"inclusion": inclusion, "logits": logits})
     return result
-
-
-_RUN_ONCE_OPTIONS = {"xla_backend_optimization_level": 1}
-"""XLA options for a program run once per call (initialisation): LLVM's
-default level 3 spends seconds optimising the random initialisers' code on a
-CPU (measured: 5.6 s against 1.3 s for 16 MLP(256, 256)s) and gains nothing
-for one run; the results are the same bits (checked by
-tests/test_compile_counts.py). CPU only: other backends keep their defaults."""
-
-
-def _run_once_options():
-    return _RUN_ONCE_OPTIONS if jax.default_backend() == "cpu" else None
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
