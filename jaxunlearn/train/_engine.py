@@ -42,6 +42,22 @@ def cpu_compiler_options() -> dict[str, int] | None:
     return CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
 
 
+def to_host(x: Any) -> np.ndarray:
+    """A (possibly sharded) array as numpy, whole, on every process.
+
+    On one process this is ``np.asarray``. When a mesh spans several
+    processes (hosts), an array sharded over an axis that crosses them is only
+    partly addressable by each; it is gathered with
+    ``multihost_utils.process_allgather`` so every host reads the same value.
+    """
+    if jax.process_count() > 1 and isinstance(x, jax.Array):
+        if not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
 def make_mesh(
     num_devices: int | None = None,
     axis: str = "data",

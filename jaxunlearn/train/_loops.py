@@ -20,6 +20,7 @@ from jaxunlearn.train._engine import (
     _host_arrays,
     _include_mask,
     _num_classes_of,
+    to_host,
 )
 
 
@@ -403,6 +404,6 @@ def unlearn_replicas(
         metrics = jax.block_until_ready(metrics)
         run_time += time.perf_counter() - t0 - (runner.compile_time - compile_before)
         history.append(
-            {k: np.asarray(v).mean(axis=1).tolist() for k, v in metrics.items()}
+            {k: to_host(v).mean(axis=1).tolist() for k, v in metrics.items()}
         )
     return UnlearnResult(states, history, runner.compile_time - compile_start, run_time)

@@ -19,6 +19,7 @@ from jaxunlearn.train._engine import (
     EpochRunner,
     cpu_compiler_options,
     predict,
+    to_host,
 )
 from jaxunlearn.train._loops import (
     TrainConfig,
@@ -288,7 +289,7 @@ def _score_vmapped(apply_fn, stacked_variables, sets):
         # Compiled once per shape (a cache hit on a later call).
         compiled = _score_batches.lower(apply_fn, stacked_variables, stacked).compile()
         score_compile += time.perf_counter() - c0
-        out = np.asarray(compiled(stacked_variables, stacked))
+        out = to_host(compiled(stacked_variables, stacked))
         logits[name] = out.reshape(num_models, -1, out.shape[-1])[:, :n]
     return logits, score_compile
 
@@ -418,7 +419,7 @@ def ulira_shadows(
         apply_fn, unlearned.state.variables, split.forget["image"]
     ).compile()
     t1 = time.perf_counter()
-    logits = np.asarray(compiled(unlearned.state.variables, split.forget["image"]))
+    logits = to_host(compiled(unlearned.state.variables, split.forget["image"]))
     t2 = time.perf_counter()
     return ULiraShadows(
         unlearned_logits=logits,

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 from jaxunlearn import data as data_lib
 from jaxunlearn import eval as ev
 from jaxunlearn import methods
-from jaxunlearn.train._engine import _host_arrays, _num_classes_of
+from jaxunlearn.train._engine import _host_arrays, _num_classes_of, to_host
 from jaxunlearn.train._loops import unlearn_replicas
 
 TERMS = ("retain", "forget", "heldout", "privacy")
@@ -273,8 +273,8 @@ def _model_outputs(apply_fn, variables, part, batch_size):
     losses, correct = [], []
     for img, lab in zip(batches["image"], batches["label"], strict=True):
         lo, co = _stacked_losses(apply_fn, variables, img, lab)
-        losses.append(np.asarray(lo))
-        correct.append(np.asarray(co))
+        losses.append(to_host(lo))
+        correct.append(to_host(co))
     return np.concatenate(losses, 1)[:, :n], np.concatenate(correct, 1)[:, :n]
 
 
@@ -301,7 +301,7 @@ def _selection_metrics(apply_fn, variables, sets, rule, batch_size):
         losses[name] = lo
     member = np.nan_to_num(losses["forget"], nan=1e4, posinf=1e4, neginf=-1e4)
     non = np.nan_to_num(losses["heldout"], nan=1e4, posinf=1e4, neginf=-1e4)
-    out["privacy"] = np.asarray(_mia(member, non, rule.mia_folds))
+    out["privacy"] = to_host(_mia(member, non, rule.mia_folds))
     finite = np.isfinite(losses["forget"]).all(1) & np.isfinite(losses["heldout"]).all(
         1
     )
@@ -493,7 +493,7 @@ def sweep(
         t0 = time.perf_counter()
         both = _append(trained, retrained)
         m, finite = _selection_metrics(apply_fn, both, sel, select, eval_bs)
-        finite = finite & np.asarray(_finite_params(both))
+        finite = finite & to_host(_finite_params(both))
         if not reference:
             if not finite[-1]:
                 raise ValueError(
@@ -510,7 +510,7 @@ def sweep(
         i = int(np.argmin(s[:n]))
         if s[i] < best_score:
             best_score = s[i]
-            best_vars = jax.device_get(_pick(trained, i))
+            best_vars = jax.tree.map(to_host, _pick(trained, i))
         if bar is not None:
             bar.update(1)
     if bar is not None:
