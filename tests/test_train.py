@@ -226,7 +226,7 @@ def test_atomic_write_is_readable_and_leaves_no_temp_files(tmp_path):
 @pytest.mark.parametrize(
     "model_name,kw", [("mlp", {"hidden": (16,)}), ("cnn", {"widths": (4, 4, 4)})]
 )
-def test_scan_and_loop_epochs_agree_and_auto_avoids_scanned_convs_on_cpu(
+def test_scan_and_loop_epochs_agree_and_auto_scans_canonical_convs(
     digits_class_split, model_name, kw
 ):
     split = digits_class_split
@@ -251,7 +251,9 @@ def test_scan_and_loop_epochs_agree_and_auto_avoids_scanned_convs_on_cpu(
         out[mode] = (state.variables, metrics["loss"], runner.resolved_mode)
     chex.assert_trees_all_close(out["scan"][0], out["loop"][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["scan"][1], out["loop"][1], rtol=1e-5)
-    assert out["auto"][2] == ("loop" if model_name == "cnn" else "scan")
+    # The models' CPU convolution keeps gradients in the standard layout, so
+    # XLA:CPU runs them fast inside the scan: auto scans the CNN too.
+    assert out["auto"][2] == "scan"
     with pytest.raises(ValueError, match="mode"):
         train.EpochRunner(method, sizes, 32, mode="fast")
 
@@ -281,6 +283,34 @@ def test_sequential_replicas_match_vmapped_and_auto_picks_them_for_cpu_convs(
     assert out["sequential"][1].shape == (3, 6)
     np.testing.assert_allclose(out["loop"][1], out["sequential"][1], rtol=1e-4)
     assert out["auto"][2] == "sequential"
+
+
+def test_slow_in_loops_flags_lax_gradient_and_grouped_convs_only():
+    """Auto mode loops (not scans) on CPU exactly when a convolution is not in
+    XLA:CPU's standard layout: lax's weight gradient and vmapped (grouped)
+    convolutions, not the models' canonical convolution or its gradients."""
+    from jax import lax
+
+    from jaxunlearn.models import _layers
+    from jaxunlearn.train._engine import slow_in_loops
+
+    x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def text(conv, vmap=False):
+        def loss(w, x):
+            return (conv(x, w, (1, 1), "SAME", dimension_numbers=dn) ** 2).sum()
+
+        g = jax.grad(loss)
+        if vmap:
+            # replicas: each its own weights and its own batch (grouped)
+            return jax.jit(jax.vmap(g)).lower(jnp.stack([w, w]), jnp.stack([x, x]))
+        return jax.jit(g).lower(w, x)
+
+    assert slow_in_loops(text(lax.conv_general_dilated).as_text())
+    assert not slow_in_loops(text(_layers.canonical_conv).as_text())
+    assert slow_in_loops(text(_layers.canonical_conv, vmap=True).as_text())
+    assert not slow_in_loops("no convolution here")
 
 
 def test_predict_matches_direct_apply_for_a_cnn(digits_class_split):

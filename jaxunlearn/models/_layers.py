@@ -256,3 +256,14 @@ def conv_general_dilated_for(conv_impl: str) -> Callable[..., jax.Array] | None:
     if conv_impl == "auto":
         conv_impl = "canonical" if jax.default_backend() == "cpu" else "lax"
     return canonical_conv if conv_impl == "canonical" else None
+
+
+def conv(features: int, kernel_size, **kwargs) -> nn.Conv:
+    """``nn.Conv`` with the backend's convolution (:func:`conv_general_dilated_for`
+    ``("auto")``): :func:`canonical_conv` on the CPU (whose gradients XLA:CPU
+    runs fast also inside ``lax.scan``; the same values and gradients as
+    ``lax``), ``lax.conv_general_dilated`` elsewhere."""
+    impl = conv_general_dilated_for("auto")
+    if impl is not None:
+        kwargs["conv_general_dilated"] = impl
+    return nn.Conv(features, kernel_size, **kwargs)

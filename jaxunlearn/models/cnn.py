@@ -21,7 +21,9 @@ class _ConvBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for i in range(2):
-            x = nn.Conv(self.features, (3, 3), padding="SAME", name=f"conv{i + 1}")(x)
+            x = _layers.conv(
+                self.features, (3, 3), padding="SAME", name=f"conv{i + 1}"
+            )(x)
             x = _layers.normalize(x, "batch", train, name=f"bn{i + 1}")
             x = nn.relu(x)
         return _layers.max_pool2x2(x)

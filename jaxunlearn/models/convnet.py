@@ -21,7 +21,7 @@ class _ConvNetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(self.features, (3, 3), padding="SAME", name="conv")(x)
+        x = _layers.conv(self.features, (3, 3), padding="SAME", name="conv")(x)
         x = _layers.normalize(x, "instance", train=False, name="norm")
         x = nn.relu(x)
         return _layers.avg_pool2x2(x)

@@ -20,7 +20,7 @@ BLOCKS = ("basic", "bottleneck")
 
 
 def _conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
-    return nn.Conv(
+    return _layers.conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),

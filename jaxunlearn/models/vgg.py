@@ -26,7 +26,7 @@ class _VGGBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for i, width in enumerate(self.widths):
-            x = nn.Conv(width, (3, 3), padding="SAME", name=f"conv{i + 1}")(x)
+            x = _layers.conv(width, (3, 3), padding="SAME", name=f"conv{i + 1}")(x)
             x = _layers.normalize(x, "batch", train, name=f"bn{i + 1}")
             x = nn.relu(x)
         return _layers.max_pool2x2(x)

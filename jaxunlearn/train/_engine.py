@@ -8,6 +8,7 @@ prediction.
 
 import functools
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -56,6 +57,37 @@ def to_host(x: Any) -> np.ndarray:
 
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+_DIMS = re.compile(r"dim_numbers=(\[[^\]]*\])x(\[[^\]]*\])->(\[[^\]]*\])")
+_GROUPS = re.compile(r"(?:batch|feature)_group_count=(\d+)")
+_CANONICAL_DIMS = ("[b,0,1,f]", "[0,1,i,o]", "[b,0,1,f]")
+
+
+def slow_in_loops(hlo_text: str) -> bool:
+    """Whether a program has convolutions that XLA:CPU runs slowly in a loop.
+
+    Inside a while loop (``lax.scan``) XLA:CPU runs a convolution fast only in
+    the standard layout, NHWC x HWIO -> NHWC, ungrouped. Others (the gradient
+    convolutions of ``lax.conv_general_dilated``; vmapped convolutions, which
+    are grouped) run as naive loops there, 30-80x slower (measured in
+    ``experiments/results/bench_conv_cpu.json``). The models' convolution on
+    CPU (``models._layers.canonical_conv``) keeps every stride-1 convolution
+    and its gradients in the standard layout, so such epochs can be scanned.
+    """
+    for line in hlo_text.splitlines():
+        if "stablehlo.convolution" not in line:
+            continue
+        compact = line.replace(" ", "")
+        dims = _DIMS.search(compact)
+        groups = [int(g) for g in _GROUPS.findall(compact)]
+        if (
+            dims is None
+            or dims.groups() != _CANONICAL_DIMS
+            or any(g != 1 for g in groups)
+        ):
+            return True
+    return False
 
 
 def make_mesh(
@@ -482,8 +514,8 @@ class EpochRunner:
                 state, arrays, key, subset
             )
             if mode == "auto":
-                slow = jax.default_backend() == "cpu" and (
-                    "convolution" in lowered.as_text()
+                slow = jax.default_backend() == "cpu" and slow_in_loops(
+                    lowered.as_text()
                 )
                 sharded = self._spmd_axis and self.mesh.shape["replica"] > 1
                 mode = "scan"
