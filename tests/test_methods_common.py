@@ -11,6 +11,9 @@ from jaxunlearn import eval as ev
 
 NAMES = methods.names()
 BS = 32
+# Cheaper settings for tests of the step's contract (jit, vmap), where DLFD's
+# defaults (15 sign steps, 50 Sinkhorn iterations) only add compile time.
+CHEAP = {"dlfd": {"perturb_steps": 2, "sinkhorn_iterations": 10, "monitor_size": 16}}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,7 @@ def test_registry_lists_required_methods():
 @pytest.mark.parametrize("name", NAMES)
 def test_step_jits_is_type_stable_and_compiles_once(name, setup):
     split, model, apply_fn, example, original = setup
-    m = _make(name, apply_fn, model, example, split)
+    m = _make(name, apply_fn, model, example, split, **CHEAP.get(name, {}))
     state = m.init(original, key=jax.random.key(0), num_steps=100)
     # All gradient methods share one inner `step` code object: reset chex's
     # per-code trace counter so each parametrised case counts only its own.
@@ -96,7 +99,7 @@ def test_step_jits_is_type_stable_and_compiles_once(name, setup):
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_over_two_seeds_equals_two_runs(name, setup):
     split, model, apply_fn, example, original = setup
-    m = _make(name, apply_fn, model, example, split)
+    m = _make(name, apply_fn, model, example, split, **CHEAP.get(name, {}))
     batch = _batch(split, jax.random.key(1))
     states, keys = [], []
     for seed in (0, 1):

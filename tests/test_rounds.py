@@ -126,6 +126,11 @@ def test_condenser_sees_cumulative_forget_indices_and_is_timed_apart(small):
         assert rec["history"][0]["forget_sample"] == min(64, rec["forget_size"])
 
 
+# DLFD's defaults (15 sign steps, 50 Sinkhorn iterations) cost a minute of
+# compilation here and test nothing more about rounds.
+CHEAP = {"dlfd": {"perturb_steps": 2, "sinkhorn_iterations": 10, "monitor_size": 16}}
+
+
 @pytest.mark.parametrize("name", methods.names())
 def test_every_registered_method_runs_two_class_rounds(name, small):
     """Round 0 forgets class 3, round 1 class 5: every registered method
@@ -148,6 +153,7 @@ def test_every_registered_method_runs_two_class_rounds(name, small):
         unseen_set=unseen,
         val_set=unseen,
         init_fn=lambda k: models.init(model, k, ds["image"][:1]),
+        method_kwargs=CHEAP.get(name),
     )
     assert [r["forget_size"] for r in res.records] == [len(r) for r in rounds]
     assert [r["forget_total"] for r in res.records] == [
