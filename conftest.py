@@ -16,9 +16,18 @@ import shutil
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-_flag = "--xla_force_host_platform_device_count=4"
-if _flag not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+# 4 simulated devices; LLVM optimisation level 1 for every program, as the
+# engine already compiles its epochs on CPU (train._engine.CPU_COMPILER_OPTIONS:
+# about half the compile time, run no slower). Compilation is most of the
+# suite's time; the tests' programs are tiny.
+for _flag in (
+    "--xla_force_host_platform_device_count=4",
+    "--xla_backend_optimization_level=1",
+):
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " " + _flag
+        ).strip()
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 _OWNER = "JAXUNLEARN_TEST_CACHE" not in os.environ  # the xdist controller
