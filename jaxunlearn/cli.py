@@ -36,6 +36,7 @@ from jaxunlearn.harness._compare import (  # noqa: F401
     TABLE,
     TUNE_FACTORS,
     CompareConfig,
+    _build_method,
     compare,
     rows_table,
     tune,
@@ -356,7 +357,6 @@ def _validate(args: argparse.Namespace):
             seed=cfg.seeds[0],
         )
     model = _library_check("--model", models.get_model, cfg.model, split.num_classes)
-    apply_fn = models.make_apply_fn(model)
     example = split.retain["image"][:1]
     variables = models.init(model, jax.random.key(0), example) if tuning else None
     # A grid given once for every method applies where its names are sweepable.
@@ -369,18 +369,11 @@ def _validate(args: argparse.Namespace):
         recipe = {k: v for k, v in recipes.get(n, {}).items() if k != "epochs"}
         method = _library_check(
             "--method-config" if n in configured else "--methods",
-            methods.get,
+            _build_method,
             n,
-            apply_fn=apply_fn,
-            num_classes=split.num_classes,
-            init_fn=lambda k: models.init(model, k, example),
-            forget_classes=split.forget_classes or None,
-            example_input=example,
-            forget_set=split.forget,
-            retain_set=split.retain,
-            val_set=split.val,
-            unseen_set=split.val,
-            **recipe,
+            recipe,
+            split,
+            model,
         )
         if n in cfg.tune_grids:
             sweepable = train.sweepable(method, variables)
