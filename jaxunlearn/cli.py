@@ -360,7 +360,7 @@ def _validate(args: argparse.Namespace):
     example = split.retain["image"][:1]
     variables = models.init(model, jax.random.key(0), example) if tuning else None
     # A grid given once for every method applies where its names are sweepable.
-    shared_grid = None
+    shared_grid, built = None, {}
     if tuning and args.grid is not None and len(cfg.tune_grids) == len(names):
         first = cfg.tune_grids[names[0]]
         if all(cfg.tune_grids[n] is first for n in names):
@@ -375,6 +375,7 @@ def _validate(args: argparse.Namespace):
             split,
             model,
         )
+        built[n] = method
         if n in cfg.tune_grids:
             sweepable = train.sweepable(method, variables)
             unknown = sorted(set(cfg.tune_grids[n]) - set(sweepable))
@@ -387,10 +388,11 @@ def _validate(args: argparse.Namespace):
                     f" {sweepable}",
                 )
     if shared_grid and not cfg.tune_grids:
+        have = {n: train.sweepable(built[n], variables) for n in names}
         raise UsageError(
             "--grid",
-            f"none of {list(names)} has all of {sorted(shared_grid)} among its"
-            " sweepable hyperparameters",
+            f"no selected method can sweep all of {sorted(shared_grid)}; sweepable:"
+            f" {have}",
         )
     return cfg, cache_dir, ds
 
@@ -413,8 +415,14 @@ def _parse_grid(text: str | None, names) -> dict[str, dict[str, list[float]]]:
             raise UsageError("--grid", "per-method grids must be JSON objects")
     elif any(k in methods.names() for k in grid):
         bad = [k for k in grid if k in methods.names() and k not in names]
+        if bad:
+            raise UsageError(
+                "--grid", f"grids for {bad}, which --methods does not select"
+            )
         raise UsageError(
-            "--grid", f"grids for {bad or list(grid)}, which --methods does not select"
+            "--grid",
+            "give either one grid {hparam: [values]} for every method or"
+            " {method: {hparam: [values]}}, not both",
         )
     else:
         per = {n: grid for n in names}
@@ -540,7 +548,8 @@ def _add_job_args(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--workdir",
         default=f"runs/{c.prog.split()[-1]}",
-        help="output directory; finished rows there are resumed (default: %(default)s)",
+        help="output directory (compare: finished rows there are resumed;"
+        " default: %(default)s)",
     )
     c.add_argument(
         "--cache-dir",

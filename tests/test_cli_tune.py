@@ -62,7 +62,10 @@ def test_tune_records_rule_grid_every_point_and_the_argmin(tuned):
         assert p["score"] == pytest.approx(gap, abs=1e-9)
     # svd has no learning rate: reported, not tuned
     assert rec["sweeps"]["svd"]["0"] is None and "svd" not in rec["selected"]
-    assert "no sweepable" in open(tuned / "tune" / "report.md").read()
+    report = open(tuned / "tune" / "report.md").read()
+    assert "not tuned" in report and "retrain (target)" in report
+    target = next(r for r in rec["rows"] if r["method"] == "retrain (target)")
+    assert target["forget"] == sw["reference"]["forget"] and target["score"] == 0
 
 
 def test_compare_tune_trains_with_the_selected_setting(tuned):
@@ -77,6 +80,32 @@ def test_compare_tune_trains_with_the_selected_setting(tuned):
     sweep = json.load(open(tuned / "compare" / "tune" / "seed0_finetune.json"))
     assert sweep["best"] == selected["finetune"]
     assert "tuned" in open(tuned / "compare" / "report.md").read()
+
+
+def test_a_method_whose_every_point_diverges_is_a_flagged_row(tmp_path):
+    """Nothing is lost: the other methods are tuned and tune.json is written;
+    compare --tune falls back to the recipe and records why."""
+    grid = (
+        '{"finetune": {"learning_rate": [1e9]}, "neggrad": {"learning_rate": [1e-3]}}'
+    )
+    extra = ["--methods", "finetune,neggrad", "--grid", grid]
+    assert cli.main(_argv(tmp_path, "tune", *extra)) == 0
+    rec = json.load(open(tmp_path / "tune" / "tune.json"))
+    flags = {r["method"]: r["flag"] for r in rec["rows"]}
+    assert flags["finetune"] == "every grid point diverged" and flags["neggrad"] is None
+    assert list(rec["selected"]) == ["neggrad"]
+    argv = _argv(tmp_path, "compare", *extra, "--tune", "--shadow-models", "0",
+                 "--metrics", "accuracy", "--no-plots")  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = {
+        r["method"]: r
+        for r in json.load(open(tmp_path / "compare" / "results.json"))["rows"]
+    }
+    assert (
+        rows["finetune"]["tuned"] is None
+        and "diverged" in rows["finetune"]["tune_error"]
+    )
+    assert rows["neggrad"]["tuned"] == {"learning_rate": 1e-3}
 
 
 def test_compare_without_tune_keeps_its_row_keys(tmp_path):
@@ -101,6 +130,11 @@ def test_compare_without_tune_keeps_its_row_keys(tmp_path):
         (["--tune", "--grid", '{"neggrad": {"learning_rate": [1]}}'], "--grid"),
         (["--tune", "--select", '{"test": 1}'], "--select"),
         (["--tune", "--select", '{"forget": -1}'], "--select"),
+        (["--tune", "--select", '{"forget": true}'], "--select"),
+        (
+            ["--tune", "--grid", '{"finetune": {"learning_rate": [1]}, "alpha": [1]}'],
+            "--grid",
+        ),  # per-method and shared grids mixed
     ],
 )
 def test_tune_options_fail_in_one_line_before_training(tmp_path, capsys, extra, option):

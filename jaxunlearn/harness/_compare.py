@@ -342,7 +342,11 @@ def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
         row_name = f"seed{seed}_{name}"
         tuning = None
         if cfg.tune:
-            tuning = {"grid": cfg.tune_grids.get(name), "select": cfg.tune_select}
+            rule = train.SelectionRule(weights=dict(cfg.tune_select))
+            tuning = {
+                "grid": cfg.tune_grids.get(name),
+                "select": rule.to_json()["weights"],  # normalised: missing = 0
+            }
         fields = run.fields(
             exclude=("seeds", "methods", "recipes", "data_dir", *_TUNE_FIELDS),
             **({} if tuning is None else {"tuning": tuning}),
@@ -371,11 +375,14 @@ def _run_seed(cfg, seed, ds, run: RunDir, cache_dir, progress, plots):
         method = _build_method(name, recipe, split, model)
         tuned, tune_info = None, {}
         if cfg.tune:
-            sw = tune_method(
-                name, method, split, original, retrained, apply_fn, cfg,
-                epochs=epochs, key=_method_key(seed_key, name),
-                progress=tag + f"tune {name}" if progress else False,
-            )  # fmt: skip
+            try:
+                sw = tune_method(
+                    name, method, split, original, retrained, apply_fn, cfg,
+                    epochs=epochs, key=_method_key(seed_key, name),
+                    progress=tag + f"tune {name}" if progress else False,
+                )  # fmt: skip
+            except FloatingPointError as e:  # every point diverged: the recipe
+                sw, tune_info = None, {"tune_error": str(e)}
             if sw is not None:
                 tuned = sw.best
                 path = run.path("tune", f"seed{seed}_{name}.json")
@@ -692,17 +699,34 @@ def tune(
             recipe = dict(cfg.recipes.get(name, {}))
             epochs = int(recipe.get("epochs", 1))
             method = _build_method(name, recipe, split, model)
-            sw = tune_method(
-                name, method, split, original, retrained, apply_fn, cfg,
-                epochs=epochs, key=_method_key(seed_key, name),
-                progress=f"seed {seed}: tune {name}" if progress else False,
-            )  # fmt: skip
+            row = {"method": name, "seed": seed, "best": None, "flag": None}
+            try:
+                sw = tune_method(
+                    name, method, split, original, retrained, apply_fn, cfg,
+                    epochs=epochs, key=_method_key(seed_key, name),
+                    progress=f"seed {seed}: tune {name}" if progress else False,
+                )  # fmt: skip
+                if sw is None:
+                    names = train.sweepable(method, original)
+                    row["flag"] = (
+                        f"not tuned: no learning rate; sweepable: {names or 'none'}"
+                    )
+            except FloatingPointError:
+                sw, row["flag"] = None, "every grid point diverged"
             record = None if sw is None else sw.to_json()
             sweeps.setdefault(name, {})[str(seed)] = record
-            row = {"method": name, "seed": seed, "best": None, "flag": None}
-            if sw is None:
-                row["flag"] = "no sweepable learning rate (give a grid)"
-            else:
+            if sw is not None and not any(
+                r["seed"] == seed and r["method"] == "retrain (target)" for r in rows
+            ):  # the selection target, once per seed, above its methods
+                first_row = next(
+                    i for i, r in enumerate(rows + [row]) if r["seed"] == seed
+                )
+                rows.insert(
+                    first_row,
+                    {"method": "retrain (target)", "seed": seed, "best": None,
+                     "flag": None, "score": 0.0, **sw.reference},
+                )  # fmt: skip
+            if sw is not None:
                 row.update(
                     best=sw.best,
                     score=sw.scores[sw.best_index],
@@ -735,7 +759,7 @@ def tune(
             f"# jaxunlearn tune: {cfg.dataset} / {cfg.model} / {cfg.mode} forgetting",
             "",
             f"Selection rule: `{record['rule']['formula']}`, measured on the val"
-            " split (retain accuracy on a 2,000-example retain subsample; MIA:"
+            " split (retain accuracy on at most 2,000 retain examples; MIA:"
             " cross-fitted logistic regression on losses, forget vs val). The"
             " test split is not used. Each method's grid ran as one vmapped"
             f" program per chunk. Seeds {list(cfg.seeds)}.",

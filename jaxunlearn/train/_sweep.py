@@ -79,7 +79,12 @@ class SelectionRule:
                 f"SelectionRule.weights has unknown terms {unknown}; valid: {TERMS}."
             )
         for t, w in self.weights.items():
-            if not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
+            if (
+                isinstance(w, bool)
+                or not isinstance(w, int | float)
+                or not math.isfinite(w)
+                or w < 0
+            ):
                 raise ValueError(
                     f"SelectionRule.weights[{t!r}] must be a finite number >= 0,"
                     f" got {w!r}."
@@ -124,7 +129,8 @@ class SweepResult:
       reference: the retrained model's ``{term: value}``.
       best_index: index of the winner in ``points``.
       best: the winning setting (pass it as ``hparams=`` to ``train.unlearn``).
-      compile_time: seconds compiling (the training program and scoring).
+      compile_time: seconds compiling the training program (scoring's
+        compilation is inside ``run_time``).
       run_time: seconds training and scoring, compilation excluded.
       chunks: number of vmapped programs run (one compile for all of them).
       variables: the winner's trained variables (host arrays).
@@ -158,7 +164,10 @@ class SweepResult:
             "points": [
                 {
                     "hparams": p,
-                    "metrics": {k: num(v) for k, v in m.items()},
+                    # a diverged point's metrics come from NaN outputs: none
+                    "metrics": {
+                        k: num(v) if math.isfinite(s) else None for k, v in m.items()
+                    },
                     "score": num(s),
                     "diverged": not math.isfinite(s),
                 }
