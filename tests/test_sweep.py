@@ -142,6 +142,9 @@ def test_diverged_points_score_inf_and_never_win(mlp, split, whole):
     assert out["best"] == whole.best and out["grid"] == GRID
     assert out["rule"]["formula"].startswith("min ")
     assert set(out["reference"]) == set(TERMS)
+    lr = whole.best["learning_rate"]
+    edge = lr in (min(GRID["learning_rate"]), max(GRID["learning_rate"]))
+    assert out["best_on_grid_edge"] == (["learning_rate"] if edge else [])
     with pytest.raises(FloatingPointError, match="diverged"):
         _sweep(mlp, split, {"learning_rate": [1e9]})
 
@@ -163,6 +166,18 @@ def test_diverged_points_score_inf_and_never_win(mlp, split, whole):
 def test_bad_input_is_named_before_anything_trains(mlp, split, grid, kw, err, match):
     with pytest.raises(err, match=match):
         _sweep(mlp, split, grid, **kw)
+
+
+def test_on_edge_names_axes_whose_winner_is_an_extreme():
+    res = train.SweepResult(
+        rule=train.SelectionRule(),
+        grid={"a": [1.0, 2.0, 3.0], "b": [5.0], "c": [0.1, 0.2]},
+        points=[{"a": 3.0, "b": 5.0, "c": 0.1}, {"a": 2.0, "b": 5.0, "c": 0.2}],
+        metrics=[{}, {}], scores=[0.1, 0.2], reference={}, best_index=0,
+        compile_time=0.0, run_time=0.0, chunks=1, chunk_size=2,
+    )  # fmt: skip
+    assert res.on_edge == ["a", "c"]  # b has a single value: no edge
+    assert dataclasses.replace(res, best_index=1).on_edge == ["c"]
 
 
 def test_selection_rule_validates_and_describes_itself():

@@ -727,6 +727,8 @@ def tune(
                      "flag": None, "score": 0.0, **sw.reference},
                 )  # fmt: skip
             if sw is not None:
+                if sw.on_edge:  # a caution, not an error
+                    row["flag"] = f"winner on the grid's edge: {', '.join(sw.on_edge)}"
                 row.update(
                     best=sw.best,
                     score=sw.scores[sw.best_index],

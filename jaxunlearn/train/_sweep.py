@@ -153,6 +153,18 @@ class SweepResult:
     def best(self) -> dict[str, float]:
         return dict(self.points[self.best_index])
 
+    @property
+    def on_edge(self) -> list[str]:
+        """Hyperparameters whose winning value is the smallest or largest of
+        its grid axis (with more than one value): the optimum may lie outside
+        the grid, so widen it."""
+        out = []
+        for name, values in self.grid.items():
+            v = self.best[name]
+            if len(set(values)) > 1 and v in (min(values), max(values)):
+                out.append(name)
+        return out
+
     def to_json(self) -> dict[str, Any]:
         def num(x):
             return float(x) if math.isfinite(x) else None
@@ -176,6 +188,7 @@ class SweepResult:
             "best_index": self.best_index,
             "best": self.best,
             "best_score": num(self.scores[self.best_index]),
+            "best_on_grid_edge": self.on_edge,
             "compile_time": self.compile_time,
             "run_time": self.run_time,
             "chunks": self.chunks,
