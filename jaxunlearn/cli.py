@@ -304,6 +304,8 @@ def _validate(args: argparse.Namespace):
             f" available ({jax.default_backend()})",
         )
 
+    # A grid given once (shared_grid) applies where its names are sweepable.
+    grids, shared_grid = _parse_grid(args.grid, names) if tuning else ({}, None)
     d = CompareConfig()
     cfg = CompareConfig(
         dataset=args.dataset,
@@ -329,7 +331,7 @@ def _validate(args: argparse.Namespace):
         num_devices=args.num_devices,
         standardize=args.standardize,
         tune=bool(tuning),
-        tune_grids=_parse_grid(args.grid, names) if tuning else {},
+        tune_grids=dict(grids),
         tune_select=_parse_select(args.select)
         if tuning
         else CompareConfig().tune_select,
@@ -359,12 +361,7 @@ def _validate(args: argparse.Namespace):
     model = _library_check("--model", models.get_model, cfg.model, split.num_classes)
     example = split.retain["image"][:1]
     variables = models.init(model, jax.random.key(0), example) if tuning else None
-    # A grid given once for every method applies where its names are sweepable.
-    shared_grid, built = None, {}
-    if tuning and args.grid is not None and len(cfg.tune_grids) == len(names):
-        first = cfg.tune_grids[names[0]]
-        if all(cfg.tune_grids[n] is first for n in names):
-            shared_grid = first
+    built = {}
     for n in names:
         recipe = {k: v for k, v in recipes.get(n, {}).items() if k != "epochs"}
         method = _library_check(
@@ -397,10 +394,13 @@ def _validate(args: argparse.Namespace):
     return cfg, cache_dir, ds
 
 
-def _parse_grid(text: str | None, names) -> dict[str, dict[str, list[float]]]:
-    """``--grid`` JSON -> ``{method: {hparam: [values]}}`` (checked)."""
+def _parse_grid(text: str | None, names):
+    """``--grid`` JSON -> ``({method: {hparam: [values]}}, shared)`` (checked).
+
+    ``shared`` is the grid when one was given for every method, else None.
+    """
     if text is None:
-        return {}
+        return {}, None
     try:
         grid = json.loads(text)
     except json.JSONDecodeError as e:
@@ -431,10 +431,8 @@ def _parse_grid(text: str | None, names) -> dict[str, dict[str, list[float]]]:
     parsed = {
         k: {h: [float(x) for x in v] for h, v in g.items()} for k, g in per.items()
     }
-    if per is not grid:  # one grid for every method: share the same object
-        one = next(iter(parsed.values()))
-        parsed = {n: one for n in parsed}
-    return parsed
+    shared = None if per is grid else next(iter(parsed.values()))
+    return parsed, shared
 
 
 def _parse_select(text: str | None) -> dict[str, float]:

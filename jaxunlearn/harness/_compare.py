@@ -695,6 +695,7 @@ def tune(
         )
         apply_fn = models.make_apply_fn(model)
         seed_key = jax.random.key(seed + 2)
+        target, seed_rows = None, []
         for name in cfg.methods:
             recipe = dict(cfg.recipes.get(name, {}))
             epochs = int(recipe.get("epochs", 1))
@@ -715,17 +716,9 @@ def tune(
                 sw, row["flag"] = None, "every grid point diverged"
             record = None if sw is None else sw.to_json()
             sweeps.setdefault(name, {})[str(seed)] = record
-            if sw is not None and not any(
-                r["seed"] == seed and r["method"] == "retrain (target)" for r in rows
-            ):  # the selection target, once per seed, above its methods
-                first_row = next(
-                    i for i, r in enumerate(rows + [row]) if r["seed"] == seed
-                )
-                rows.insert(
-                    first_row,
-                    {"method": "retrain (target)", "seed": seed, "best": None,
-                     "flag": None, "score": 0.0, **sw.reference},
-                )  # fmt: skip
+            if sw is not None and target is None:  # the selection target
+                target = {"method": "retrain (target)", "seed": seed, "best": None,
+                          "flag": None, "score": 0.0, **sw.reference}  # fmt: skip
             if sw is not None:
                 if sw.on_edge:  # a caution, not an error
                     row["flag"] = f"winner on the grid's edge: {', '.join(sw.on_edge)}"
@@ -737,7 +730,8 @@ def tune(
                     time=sw.run_time,
                     compile_time=sw.compile_time,
                 )
-            rows.append(row)
+            seed_rows.append(row)
+        rows += ([target] if target is not None else []) + seed_rows
     first = str(cfg.seeds[0])
     selected = {
         name: by_seed[first]["best"]

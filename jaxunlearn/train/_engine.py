@@ -53,16 +53,18 @@ hence only for convolutional programs. An XLA without the option compiles
 with the other options (``compile_lowered``)."""
 
 
-def compile_lowered(lowered):
+def compile_lowered(lowered, text: str | None = None):
     """``lowered.compile()`` with the engine's backend options.
 
     On CPU: :data:`CPU_COMPILER_OPTIONS`, plus :data:`CPU_CONV_OPTIONS` when
     the program has a convolution (dropped if this XLA does not know them).
+    ``text``: ``lowered.as_text()`` when the caller already has it.
     """
     options = cpu_compiler_options()
     if options is None:
         return lowered.compile()
-    if "stablehlo.convolution" in lowered.as_text():
+    text = lowered.as_text() if text is None else text
+    if "stablehlo.convolution" in text:
         try:
             return lowered.compile(compiler_options={**options, **CPU_CONV_OPTIONS})
         except Exception:  # noqa: BLE001 - an XLA without the experimental flag
@@ -540,10 +542,9 @@ class EpochRunner:
             lowered = jax.jit(epoch, donate_argnums=(0,)).lower(
                 state, arrays, key, subset
             )
+            text = lowered.as_text()
             if mode == "auto":
-                slow = jax.default_backend() == "cpu" and slow_in_loops(
-                    lowered.as_text()
-                )
+                slow = jax.default_backend() == "cpu" and slow_in_loops(text)
                 sharded = self._spmd_axis and self.mesh.shape["replica"] > 1
                 mode = "scan"
                 if slow:
@@ -552,7 +553,7 @@ class EpochRunner:
             mode = "loop"
         self.resolved_mode = mode
         if mode == "scan":
-            compiled = compile_lowered(lowered)
+            compiled = compile_lowered(lowered, text)
         elif mode == "sequential":
             compiled = self._build_sequential(state, arrays, key, subset)
         else:
